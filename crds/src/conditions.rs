@@ -1,0 +1,41 @@
+//! Condition types and reasons of `ModelDeployment.status.conditions`, in kstatus style so
+//! Argo CD and Flux read health without plugins.
+
+/// `True` when the stable revision serves with every desired replica ready.
+pub const READY: &str = "Ready";
+/// `True` while a revision is being rolled out (the kstatus "reconciling" signal).
+pub const PROGRESSING: &str = "Progressing";
+/// `True` when something needs a human: an invalid spec, unschedulable pods, a failed canary.
+pub const DEGRADED: &str = "Degraded";
+
+/// Reasons used on the conditions above and on events (PascalCase, stable: tools match on them).
+pub mod reasons {
+    /// Every desired replica of the stable revision is ready.
+    pub const AVAILABLE: &str = "Available";
+    /// Fewer replicas are ready than desired.
+    pub const REPLICAS_NOT_READY: &str = "ReplicasNotReady";
+    /// A new revision was recorded and its Deployment created.
+    pub const REVISION_CREATED: &str = "RevisionCreated";
+    /// The new revision's pods are becoming available.
+    pub const ROLLING_OUT: &str = "RollingOut";
+    /// A canary revision is receiving part of the traffic.
+    pub const CANARY_PROGRESSING: &str = "CanaryProgressing";
+    /// The rollout finished: the new revision is stable.
+    pub const ROLLOUT_COMPLETE: &str = "RolloutComplete";
+    /// Nothing is changing.
+    pub const STABLE: &str = "Stable";
+    /// The spec cannot be turned into pods (for example a missing PVC).
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// Pods cannot be scheduled (no node offers the GPU product, not enough GPUs).
+    pub const UNSCHEDULABLE: &str = "Unschedulable";
+    /// Canary analysis failed and the canary was aborted.
+    pub const ANALYSIS_FAILED: &str = "AnalysisFailed";
+    /// The rollout was rolled back to a known revision.
+    pub const ROLLED_BACK: &str = "RolledBack";
+    /// `spec.paused` is set: the operator changes nothing.
+    pub const PAUSED: &str = "Paused";
+    /// The number of replicas changed.
+    pub const SCALED: &str = "Scaled";
+    /// Nothing is wrong.
+    pub const HEALTHY: &str = "Healthy";
+}

@@ -1,0 +1,132 @@
+//! `spec.model`: what is served (name, version, task), where the weights come from and how they
+//! are loaded.
+
+use kube::KubeSchema;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The model to serve.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelSpec {
+    /// Served model name: the `model` field of OpenAI requests and the name in
+    /// `/v2/models/{name}`. Letters, digits, '.', '_', '-' and '/', at most 128 characters.
+    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._/-]*$"))]
+    pub name: String,
+    /// Free-form version label (for example a training run or a date), shown in
+    /// `kubectl get md` and recorded in `status.history`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub version: Option<String>,
+    /// What the model does. Only `embedding` is served today.
+    #[serde(default)]
+    pub task: Task,
+    /// Where the model folder (Hugging Face layout: config.json, *.safetensors, tokenizer.json)
+    /// comes from. Exactly one of `pvc`, `hostPath`, `image` or `http`.
+    pub source: ModelSource,
+    /// Weights precision. `auto` is f16 on a GPU and f32 on a CPU.
+    #[serde(default)]
+    pub dtype: Dtype,
+    /// Longest input in tokens; longer inputs are rejected with 413 unless truncation is
+    /// enabled. Defaults to the model's own limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 131072))]
+    pub max_sequence_length: Option<i32>,
+}
+
+/// The kind of model behind the deployment.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+#[serde(rename_all = "camelCase")]
+pub enum Task {
+    /// Sentence embeddings (OpenAI `/v1/embeddings`).
+    #[default]
+    Embedding,
+    /// Text generation.
+    Generation,
+    /// Sequence classification.
+    Classification,
+}
+
+/// Weights precision of the served model.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+#[serde(rename_all = "camelCase")]
+pub enum Dtype {
+    /// f16 on a GPU, f32 on a CPU.
+    #[default]
+    Auto,
+    /// 32-bit floats.
+    F32,
+    /// 16-bit floats (GPU).
+    F16,
+    /// bfloat16 (GPU).
+    Bf16,
+}
+
+/// Where the model folder comes from; exactly one field is set.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("[has(self.pvc), has(self.hostPath), has(self.image), has(self.http)].filter(x, x).size() == 1").message("spec.model.source: exactly one of pvc, hostPath, image or http must be set"))]
+pub struct ModelSource {
+    /// A PersistentVolumeClaim holding the model folder, mounted read-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pvc: Option<PvcSource>,
+    /// A folder on the node (for pre-seeded nodes and local clusters), mounted read-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_path: Option<HostPathSource>,
+    /// An OCI image (artifact) whose content is the model folder, mounted as an image volume
+    /// (Kubernetes 1.33+ with the ImageVolume feature).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageSource>,
+    /// A tar archive (optionally gzip-compressed) of the model folder, downloaded by an init
+    /// container and checked against `sha256` before the runtime starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpSource>,
+}
+
+/// A model folder on a PersistentVolumeClaim.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PvcSource {
+    /// Name of the PersistentVolumeClaim, in the ModelDeployment's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub claim_name: String,
+    /// Folder inside the volume that holds the model (default: the volume root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[^/].*$"))]
+    pub sub_path: Option<String>,
+}
+
+/// A model folder on the node's filesystem.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HostPathSource {
+    /// Absolute path of the model folder on the node.
+    #[schemars(regex(pattern = r"^/.*$"))]
+    pub path: String,
+}
+
+/// A model folder shipped as an OCI image.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageSource {
+    /// Image reference, e.g. `registry.example.com/models/minilm:v1` or pinned by digest.
+    #[schemars(length(min = 1, max = 512))]
+    pub reference: String,
+    /// When to pull the image: Always, IfNotPresent (default) or Never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(Always|IfNotPresent|Never)$"))]
+    pub pull_policy: Option<String>,
+}
+
+/// A model archive fetched over HTTP(S).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpSource {
+    /// URL of a `.tar` or `.tar.gz` archive whose top level is the model folder's content.
+    #[schemars(length(max = 2048), regex(pattern = r"^https?://[^\s]+$"))]
+    pub url: String,
+    /// Expected SHA-256 of the archive: 64 lowercase hex characters. The download is refused
+    /// when it does not match.
+    #[schemars(regex(pattern = r"^[a-f0-9]{64}$"))]
+    pub sha256: String,
+}

@@ -1,0 +1,111 @@
+//! `ModelDeployment.status`: what the operator observed and decided, recomputed every pass.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::KubeSchema;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Observed state of a ModelDeployment.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelDeploymentStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Progressing` and `Degraded`, in kstatus style.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// Pods of all live revisions.
+    #[serde(default)]
+    pub replicas: i32,
+    /// Ready pods of all live revisions.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Pods of the newest revision.
+    #[serde(default)]
+    pub updated_replicas: i32,
+    /// Ready over desired replicas, for display (`2/3`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<String>,
+    /// Label selector of the pods, for the /scale subresource and HorizontalPodAutoscalers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// The revision serving (most of) the traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_revision: Option<String>,
+    /// The revision being rolled out, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_revision: Option<String>,
+    /// Percent of traffic on the canary revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_weight: Option<i32>,
+    /// Index of the current canary step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_step: Option<i32>,
+    /// Revisions this ModelDeployment has run, newest last.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<RevisionRecord>,
+    /// The latest canary analysis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_analysis: Option<AnalysisResult>,
+    /// In-cluster URL of the model's Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+/// One revision in the history.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionRecord {
+    /// Revision name (`<md>-<hash>`), also the name of its ControllerRevision and Deployment.
+    pub revision: String,
+    /// Revision number, increasing with each new revision.
+    pub number: i64,
+    /// `spec.model.version` of that revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_version: Option<String>,
+    /// What became of it.
+    pub outcome: RevisionOutcome,
+    /// When the outcome was reached.
+    pub time: Time,
+}
+
+/// What became of a revision.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub enum RevisionOutcome {
+    /// Being rolled out.
+    Progressing,
+    /// Serving as the stable revision.
+    Stable,
+    /// Replaced by a newer revision.
+    Superseded,
+    /// Aborted by failed analysis or by hand.
+    Aborted,
+    /// Rolled back to an older revision.
+    RolledBack,
+}
+
+/// Result of one canary analysis interval.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisResult {
+    /// The canary revision analysed.
+    pub revision: String,
+    /// When the interval ended.
+    pub time: Time,
+    /// Requests in the interval.
+    pub requests: i64,
+    /// Share of failed requests.
+    pub error_rate: f64,
+    /// 99th-percentile latency in seconds, if enough requests were seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_p99_seconds: Option<f64>,
+    /// `Passed`, `Failed` or `Inconclusive`.
+    pub verdict: String,
+    /// Why, in words.
+    pub message: String,
+    /// Failed intervals so far for this revision.
+    pub failures: i32,
+}
