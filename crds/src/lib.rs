@@ -21,11 +21,13 @@ mod rollout;
 mod spec;
 mod status;
 
-pub use model::{Dtype, HostPathSource, HttpSource, ImageSource, ModelSource, ModelSpec, PvcSource, Task};
+pub use model::{
+    Dtype, HostPathSource, HttpSource, ImageSource, ModelSource, ModelSpec, PvcSource, Task,
+};
 pub use resources::{GpuSpec, ResourceAmounts, ResourcesSpec, SchedulingSpec};
 pub use rollout::{
-    AnalysisSpec, AutoscalingMetric, AutoscalingSpec, CanaryStep, GatewayParentRef, HttpRouteRouting,
-    RolloutSpec, RolloutStrategy, TrafficRouting,
+    AnalysisSpec, AutoscalingMetric, AutoscalingSpec, CanaryStep, GatewayParentRef,
+    HttpRouteRouting, RolloutSpec, RolloutStrategy, TrafficRouting,
 };
 pub use spec::{ModelDeployment, ModelDeploymentSpec, RuntimeSpec};
 pub use status::{AnalysisResult, ModelDeploymentStatus, RevisionOutcome, RevisionRecord};

@@ -11,7 +11,10 @@ use serde::{Deserialize, Serialize};
 pub struct ModelSpec {
     /// Served model name: the `model` field of OpenAI requests and the name in
     /// `/v2/models/{name}`. Letters, digits, '.', '_', '-' and '/', at most 128 characters.
-    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._/-]*$"))]
+    #[schemars(
+        length(min = 1, max = 128),
+        regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
+    )]
     pub name: String,
     /// Free-form version label (for example a training run or a date), shown in
     /// `kubectl get md` and recorded in `status.history`.

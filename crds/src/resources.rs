@@ -48,12 +48,18 @@ pub struct GpuSpec {
     pub count: i32,
     /// Extended resource name of the GPU, as the device plugin advertises it.
     #[serde(default = "default_gpu_resource")]
-    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9.-]+/[A-Za-z0-9._-]+$"))]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9.-]+/[A-Za-z0-9._-]+$")
+    )]
     pub resource_name: String,
     /// GPU product the pods must run on, matched against the `nvidia.com/gpu.product` node label
     /// (e.g. `NVIDIA-H100-80GB-HBM3`). Unset: any GPU.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
+    )]
     pub product: Option<String>,
 }
 

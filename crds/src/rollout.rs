@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 /// How new revisions are rolled out.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.strategy != 'canary' || size(self.steps) > 0").message("spec.rollout.steps: a canary rollout needs at least one step"))]
+#[x_kube(validation = Rule::new("self.strategy != 'canary' || (has(self.steps) && size(self.steps) > 0)").message("spec.rollout.steps: a canary rollout needs at least one step"))]
 pub struct RolloutSpec {
     /// `rolling` (default): the new revision takes over once its pods are available.
     /// `canary`: the new revision gets traffic step by step, judged by `analysis`.

@@ -10,6 +10,8 @@ use crate::{
 
 /// A model served by kandle-runtime pods: which model, on what hardware, how many replicas, and
 /// how new versions roll out.
+// Printer columns repeat `type_ = "string"`; clippy reads those as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "kandle.dev",
@@ -27,11 +29,33 @@ use crate::{
     ),
     printcolumn(name = "Model", type_ = "string", json_path = ".spec.model.name"),
     printcolumn(name = "Version", type_ = "string", json_path = ".spec.model.version"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.ready", description = "ready/desired replicas"),
-    printcolumn(name = "Stable", type_ = "string", json_path = ".status.stableRevision"),
-    printcolumn(name = "Canary", type_ = "string", json_path = ".status.canaryRevision"),
-    printcolumn(name = "Weight", type_ = "integer", json_path = ".status.canaryWeight", description = "percent of traffic on the canary"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.ready",
+        description = "ready/desired replicas"
+    ),
+    printcolumn(
+        name = "Stable",
+        type_ = "string",
+        json_path = ".status.stableRevision"
+    ),
+    printcolumn(
+        name = "Canary",
+        type_ = "string",
+        json_path = ".status.canaryRevision"
+    ),
+    printcolumn(
+        name = "Weight",
+        type_ = "integer",
+        json_path = ".status.canaryWeight",
+        description = "percent of traffic on the canary"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ModelDeploymentSpec {
