@@ -1,0 +1,174 @@
+//! Acts on a [`Plan`]: server-side apply of every child (field manager `kandle-operator`,
+//! forced), deletion of children no longer wanted, the status through the status subresource,
+//! then the planned events. No decisions are made here.
+
+use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kandle_crds::ModelDeployment;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::fmt::Debug;
+
+use crate::config::{CONTROLLER_NAME, FIELD_MANAGER};
+use crate::error::Error;
+use crate::plan::{ChildKind, EventKind, Plan};
+
+/// Applies `plan` and publishes its events with a recorder made for this call.
+pub async fn apply(client: &Client, md: &ModelDeployment, plan: &Plan) -> Result<(), Error> {
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: CONTROLLER_NAME.to_string(),
+            instance: None,
+        },
+    );
+    apply_with(client, &recorder, md, plan).await
+}
+
+/// Applies `plan` and publishes its events through `recorder`.
+pub async fn apply_with(
+    client: &Client,
+    recorder: &Recorder,
+    md: &ModelDeployment,
+    plan: &Plan,
+) -> Result<(), Error> {
+    let name = md.name_any();
+    let ns = md
+        .namespace()
+        .ok_or_else(|| Error::MissingNamespace { name: name.clone() })?;
+    let key = format!("{ns}/{name}");
+
+    // Record revisions before anything serves them.
+    for revision in &plan.revisions {
+        let child = revision.name_any();
+        ssa::<ControllerRevision>(client, &ns, &child, revision)
+            .await
+            .map_err(|source| Error::ApplyRevision {
+                name: child,
+                source,
+            })?;
+    }
+    for deployment in &plan.deployments {
+        let child = deployment.name_any();
+        ssa::<Deployment>(client, &ns, &child, deployment)
+            .await
+            .map_err(|source| Error::ApplyDeployment {
+                name: child,
+                source,
+            })?;
+    }
+    if let Some(service) = &plan.service {
+        let child = service.name_any();
+        ssa::<Service>(client, &ns, &child, service)
+            .await
+            .map_err(|source| Error::ApplyService {
+                name: child,
+                source,
+            })?;
+    }
+    if let Some(pdb) = &plan.pdb {
+        let child = pdb.name_any();
+        ssa::<PodDisruptionBudget>(client, &ns, &child, pdb)
+            .await
+            .map_err(|source| Error::ApplyPdb {
+                name: child,
+                source,
+            })?;
+    }
+    for orphan in &plan.delete {
+        let result = match orphan.kind {
+            ChildKind::Deployment => delete::<Deployment>(client, &ns, &orphan.name).await,
+            ChildKind::ControllerRevision => {
+                delete::<ControllerRevision>(client, &ns, &orphan.name).await
+            }
+            ChildKind::Service => delete::<Service>(client, &ns, &orphan.name).await,
+            ChildKind::PodDisruptionBudget => {
+                delete::<PodDisruptionBudget>(client, &ns, &orphan.name).await
+            }
+        };
+        result.map_err(|source| Error::DeleteOrphan {
+            kind: orphan.kind.as_str(),
+            name: orphan.name.clone(),
+            source,
+        })?;
+    }
+
+    let status = serde_json::json!({
+        "apiVersion": ModelDeployment::api_version(&()),
+        "kind": ModelDeployment::kind(&()),
+        "status": plan.status,
+    });
+    Api::<ModelDeployment>::namespaced(client.clone(), &ns)
+        .patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&status),
+        )
+        .await
+        .map_err(|source| Error::ApplyStatus {
+            md: key.clone(),
+            source,
+        })?;
+
+    let reference = md.object_ref(&());
+    for planned in &plan.events {
+        let event = Event {
+            type_: match planned.kind {
+                EventKind::Normal => EventType::Normal,
+                EventKind::Warning => EventType::Warning,
+            },
+            reason: planned.reason.to_string(),
+            note: Some(planned.message.clone()),
+            action: planned.action.to_string(),
+            secondary: None,
+        };
+        recorder
+            .publish(&event, &reference)
+            .await
+            .map_err(|source| Error::PublishEvent {
+                md: key.clone(),
+                reason: planned.reason.to_string(),
+                source,
+            })?;
+    }
+    Ok(())
+}
+
+async fn ssa<K>(client: &Client, ns: &str, name: &str, object: &K) -> Result<K, kube::Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + Debug,
+{
+    Api::<K>::namespaced(client.clone(), ns)
+        .patch(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(object),
+        )
+        .await
+}
+
+/// Deletes a child; one already gone is fine.
+async fn delete<K>(client: &Client, ns: &str, name: &str) -> Result<(), kube::Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug,
+{
+    match Api::<K>::namespaced(client.clone(), ns)
+        .delete(name, &DeleteParams::background())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
+        Err(err) => Err(err),
+    }
+}

@@ -1,0 +1,139 @@
+//! Command line of the `kandle-operator` binary: `run` (the default) with its flags, each with
+//! an environment variable fallback, and `crd`, which prints the CustomResourceDefinition.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{OperatorConfig, CONTROLLER_NAME, DEFAULT_FETCH_IMAGE, DEFAULT_RUNTIME_IMAGE};
+
+/// The kandle operator: serves ModelDeployments (kandle.dev/v1alpha1) with kandle-runtime pods.
+#[derive(Parser, Debug)]
+#[command(
+    name = "kandle-operator",
+    version,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// What to do (default: run).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Flags of `run`, accepted without the subcommand too.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the controller (the default).
+    Run(RunArgs),
+    /// Print the ModelDeployment CustomResourceDefinition as YAML and exit.
+    Crd,
+}
+
+/// Log line format.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Flags of the controller.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Watch ModelDeployments in this namespace only (default: all namespaces).
+    #[arg(long, env = "KANDLE_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// kandle-runtime image for ModelDeployments that set no spec.runtime.image.
+    #[arg(long, env = "KANDLE_RUNTIME_IMAGE", default_value = DEFAULT_RUNTIME_IMAGE)]
+    pub runtime_image: String,
+    /// Image of the init container that downloads `http` model sources.
+    #[arg(long, env = "KANDLE_FETCH_IMAGE", default_value = DEFAULT_FETCH_IMAGE)]
+    pub fetch_image: String,
+    /// Port serving /metrics, /healthz and /readyz.
+    #[arg(long, env = "KANDLE_METRICS_PORT", default_value_t = 8081)]
+    pub metrics_port: u16,
+    /// Run the controller only while holding a coordination.k8s.io Lease, so several replicas
+    /// can run and a survivor takes over.
+    #[arg(long, env = "KANDLE_LEADER_ELECTION")]
+    pub leader_election: bool,
+    /// Namespace of the leader Lease (default: the client's namespace, in a pod its own).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// Name of the leader Lease.
+    #[arg(long, default_value = CONTROLLER_NAME)]
+    pub lease_name: String,
+    /// Identity of this replica in the Lease and in events (default: the host name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Log line format.
+    #[arg(long, env = "KANDLE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl RunArgs {
+    /// The operator settings these flags describe.
+    pub fn operator_config(&self) -> OperatorConfig {
+        OperatorConfig {
+            runtime_image: self.runtime_image.clone(),
+            namespace: self.namespace.clone(),
+            fetch_image: self.fetch_image.clone(),
+            ..OperatorConfig::default()
+        }
+    }
+
+    /// `--identity`, else the host name, else the controller's name.
+    pub fn identity(&self) -> String {
+        self.identity
+            .clone()
+            .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
+            .or_else(|| {
+                std::fs::read_to_string("/etc/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_string())
+                    .filter(|h| !h.is_empty())
+            })
+            .unwrap_or_else(|| CONTROLLER_NAME.to_string())
+    }
+}
+
+/// Installs the tracing subscriber (filter from `RUST_LOG`, default `info`).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_is_the_default_and_flags_work_without_it() {
+        let cli =
+            Cli::try_parse_from(["kandle-operator", "--namespace", "ml", "--leader-election"])
+                .unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.run.namespace.as_deref(), Some("ml"));
+        assert!(cli.run.leader_election);
+        assert_eq!(cli.run.metrics_port, 8081);
+    }
+
+    #[test]
+    fn crd_takes_no_flags() {
+        let cli = Cli::try_parse_from(["kandle-operator", "crd"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Crd)));
+        assert!(Cli::try_parse_from(["kandle-operator", "--namespace", "x", "crd"]).is_err());
+    }
+}

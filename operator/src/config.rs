@@ -1,0 +1,41 @@
+//! Settings of the operator process that shape what it builds: the default runtime image, the
+//! namespace it watches and how often it looks again.
+
+use std::time::Duration;
+
+/// Runtime image used when a `ModelDeployment` sets no `spec.runtime.image`.
+pub const DEFAULT_RUNTIME_IMAGE: &str = "ghcr.io/kandle-dev/kandle-runtime:0.1.0";
+/// Image of the init container that downloads `http` model sources.
+pub const DEFAULT_FETCH_IMAGE: &str = "busybox:1.36";
+/// Field manager of every server-side apply the operator makes.
+pub const FIELD_MANAGER: &str = "kandle-operator";
+/// Name the operator reports events and leases under.
+pub const CONTROLLER_NAME: &str = "kandle-operator";
+
+/// What the operator needs to know beyond the `ModelDeployment` itself.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OperatorConfig {
+    /// Runtime image for specs that set none.
+    pub runtime_image: String,
+    /// Watch only this namespace; `None` watches all namespaces.
+    pub namespace: Option<String>,
+    /// Image of the init container fetching `http` model sources (needs `sh`, `wget`,
+    /// `sha256sum` and `tar`).
+    pub fetch_image: String,
+    /// How soon to look again while something is waiting (a rollout in progress).
+    pub requeue_waiting: Duration,
+    /// How soon to look again when nothing is waiting (a safety net for missed watch events).
+    pub requeue_idle: Duration,
+}
+
+impl Default for OperatorConfig {
+    fn default() -> Self {
+        Self {
+            runtime_image: DEFAULT_RUNTIME_IMAGE.to_string(),
+            namespace: None,
+            fetch_image: DEFAULT_FETCH_IMAGE.to_string(),
+            requeue_waiting: Duration::from_secs(10),
+            requeue_idle: Duration::from_secs(300),
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! The operator's own Prometheus metrics: reconciles by result, reconcile duration, and errors
+//! by the failing operation (the [`Error`] variant), rendered in the text exposition format.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::error::Error;
+
+/// Labels of the reconcile counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+/// Labels of the error counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    error: &'static str,
+}
+
+/// The operator's metrics and the registry that renders them.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Family<ResultLabels, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    duration: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric under the `kandle_operator` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("kandle_operator");
+        let reconciles = Family::<ResultLabels, Counter>::default();
+        let errors = Family::<ErrorLabels, Counter>::default();
+        // 5 ms to about 20 s.
+        let duration = Histogram::new(exponential_buckets(0.005, 2.0, 13));
+        registry.register(
+            "reconciles",
+            "Reconcile passes by result (ok or error)",
+            reconciles.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Failed reconcile passes by the operation that failed",
+            errors.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Duration of reconcile passes",
+            duration.clone(),
+        );
+        Self {
+            registry,
+            reconciles,
+            errors,
+            duration,
+        }
+    }
+
+    /// Counts a successful pass that took `elapsed`.
+    pub fn record_success(&self, elapsed: Duration) {
+        self.reconciles
+            .get_or_create(&ResultLabels { result: "ok" })
+            .inc();
+        self.duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts a failed pass that took `elapsed`.
+    pub fn record_failure(&self, error: &Error, elapsed: Duration) {
+        self.reconciles
+            .get_or_create(&ResultLabels { result: "error" })
+            .inc();
+        self.errors
+            .get_or_create(&ErrorLabels {
+                error: error.metric_label(),
+            })
+            .inc();
+        self.duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// The metrics in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_counted_by_the_operation_that_failed() {
+        let metrics = Metrics::new();
+        let error = Error::MissingNamespace {
+            name: "bert".into(),
+        };
+        metrics.record_failure(&error, Duration::from_millis(3));
+        metrics.record_success(Duration::from_millis(3));
+        let text = metrics.render();
+        assert!(
+            text.contains("kandle_operator_reconcile_errors_total{error=\"MissingNamespace\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kandle_operator_reconciles_total{result=\"ok\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kandle_operator_reconcile_duration_seconds_count 2"),
+            "{text}"
+        );
+    }
+}

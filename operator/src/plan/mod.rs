@@ -1,0 +1,303 @@
+//! The pure planner: from a `ModelDeployment`, what was observed and the current time, decide
+//! what the cluster should hold (children to apply and delete), the full status, and the events
+//! worth publishing. No I/O; every rule of the operator lives here and below.
+
+mod deployment;
+mod events;
+mod history;
+mod meta;
+mod model_volume;
+mod pod_template;
+mod rejection;
+mod revision;
+mod rollout;
+mod service;
+mod status;
+mod verdicts;
+
+#[cfg(test)]
+mod tests;
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kandle_crds::conditions::reasons;
+use kandle_crds::{ModelDeployment, ModelDeploymentStatus};
+use kube::ResourceExt;
+
+pub use deployment::is_available;
+pub use meta::{owner_reference, pod_selector_labels, pod_selector_string, revision_labels};
+pub use model_volume::{FETCH_CONTAINER, MODEL_DIR, MODEL_VOLUME};
+pub use pod_template::{
+    runtime_args, GPU_PRODUCT_LABEL, PORT_NAME, RUNTIME_CONTAINER, RUNTIME_PORT,
+};
+pub use rejection::rejected;
+pub use revision::{revision_name, KnownRevision, RevisionSnapshot, HASH_LEN};
+pub use service::{service_url, SERVICE_PORT};
+
+use crate::config::OperatorConfig;
+use crate::observe::Observed;
+use history::HistoryInput;
+use rollout::{current_stable, known_revisions};
+use status::Verdict;
+
+/// Kind of a child of a `ModelDeployment`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ChildKind {
+    /// apps/v1 Deployment.
+    Deployment,
+    /// apps/v1 ControllerRevision.
+    ControllerRevision,
+    /// v1 Service.
+    Service,
+    /// policy/v1 PodDisruptionBudget.
+    PodDisruptionBudget,
+}
+
+impl ChildKind {
+    /// The Kubernetes kind.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChildKind::Deployment => "Deployment",
+            ChildKind::ControllerRevision => "ControllerRevision",
+            ChildKind::Service => "Service",
+            ChildKind::PodDisruptionBudget => "PodDisruptionBudget",
+        }
+    }
+}
+
+/// A child to delete, by kind and name (in the `ModelDeployment`'s namespace).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ChildRef {
+    /// Its kind.
+    pub kind: ChildKind,
+    /// Its name.
+    pub name: String,
+}
+
+/// Severity of an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// Something happened as it should.
+    Normal,
+    /// Something needs a human.
+    Warning,
+}
+
+/// An event to publish on the `ModelDeployment`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedEvent {
+    /// Normal or Warning.
+    pub kind: EventKind,
+    /// PascalCase reason from [`kandle_crds::conditions::reasons`].
+    pub reason: &'static str,
+    /// What the operator did or found, PascalCase (the event's `action`).
+    pub action: &'static str,
+    /// Human-readable message.
+    pub message: String,
+}
+
+/// What the cluster should hold after this pass.
+///
+/// Children listed are applied whole (server-side apply, forced); children listed in
+/// [`Plan::delete`] are deleted; anything else the `ModelDeployment` owns is left alone.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// Deployments: the target revision's, the stable one's, and zero-replica history.
+    pub deployments: Vec<Deployment>,
+    /// ControllerRevisions of the target, the stable revision and the kept history.
+    pub revisions: Vec<ControllerRevision>,
+    /// The Service, when children are to be applied at all.
+    pub service: Option<Service>,
+    /// The PodDisruptionBudget, when there are enough replicas for one.
+    pub pdb: Option<PodDisruptionBudget>,
+    /// Children no longer wanted.
+    pub delete: Vec<ChildRef>,
+    /// The full status to write.
+    pub status: ModelDeploymentStatus,
+    /// Events to publish, only for what changed in this pass.
+    pub events: Vec<PlannedEvent>,
+    /// Something is converging (a rollout, a missing PVC): look again soon.
+    pub waiting: bool,
+}
+
+/// Converts the pass's time to a Kubernetes timestamp (whole seconds, as the API stores it).
+pub fn kube_time(now: DateTime<Utc>) -> Time {
+    Time(Timestamp::from_second(now.timestamp()).unwrap_or(Timestamp::UNIX_EPOCH))
+}
+
+/// Decides everything for one pass. Pure: the same inputs give the same plan.
+pub fn plan(
+    md: &ModelDeployment,
+    observed: &Observed,
+    now: DateTime<Utc>,
+    config: &OperatorConfig,
+) -> Plan {
+    let previous = md.status.clone().unwrap_or_default();
+    let target_hash = RevisionSnapshot::of(md, config).hash();
+    let degraded = verdicts::degraded_verdict(md, observed, &target_hash);
+    let pass = Pass {
+        now: kube_time(now),
+        events: events::degraded_event(&previous, &degraded),
+        base: ModelDeploymentStatus {
+            observed_generation: md.metadata.generation,
+            selector: Some(pod_selector_string(&md.name_any())),
+            url: Some(service_url(md)),
+            ..previous.clone()
+        },
+        previous,
+        degraded,
+    };
+    if md.spec.paused {
+        let progressing = Verdict::no(
+            reasons::PAUSED,
+            "spec.paused is set: no rollout, scaling or cleanup until it is cleared",
+        );
+        frozen(md, observed, config, pass, progressing)
+    } else if pass.degraded.status && pass.degraded.reason == reasons::INVALID_SPEC {
+        let progressing = Verdict::no(
+            reasons::INVALID_SPEC,
+            format!("{}; no new revision is created", pass.degraded.message),
+        );
+        frozen(md, observed, config, pass, progressing)
+    } else {
+        rolled(md, observed, config, pass)
+    }
+}
+
+/// What every plan of a pass starts from.
+struct Pass {
+    now: Time,
+    previous: ModelDeploymentStatus,
+    degraded: Verdict,
+    events: Vec<PlannedEvent>,
+    /// The previous status with what holds whatever the plan: generation, selector, URL.
+    base: ModelDeploymentStatus,
+}
+
+/// Paused or invalid: change no child, so the running revisions keep serving exactly as they
+/// are; only the status (and a Warning for a new problem) is written.
+fn frozen(
+    md: &ModelDeployment,
+    observed: &Observed,
+    config: &OperatorConfig,
+    pass: Pass,
+    progressing: Verdict,
+) -> Plan {
+    let desired = md.spec.replicas;
+    let known = known_revisions(observed);
+    let target = revision_name(&md.name_any(), &RevisionSnapshot::of(md, config).hash());
+    let stable = current_stable(md, observed, &known, &target);
+    let counts = status::count(&observed.deployments, Some(&target), stable.as_deref());
+    let ready = status::ready_verdict(
+        &observed.deployments,
+        stable.as_deref(),
+        stable.is_some(),
+        desired,
+    );
+    let status = ModelDeploymentStatus {
+        conditions: status::conditions(
+            &pass.previous.conditions,
+            md.metadata.generation,
+            &pass.now,
+            ready,
+            progressing,
+            pass.degraded,
+        ),
+        replicas: counts.replicas,
+        ready_replicas: counts.ready_replicas,
+        updated_replicas: counts.updated_replicas,
+        ready: Some(format!("{}/{desired}", counts.serving_ready)),
+        stable_revision: stable,
+        ..pass.base
+    };
+    Plan {
+        deployments: Vec::new(),
+        revisions: Vec::new(),
+        service: None,
+        pdb: None,
+        delete: Vec::new(),
+        status,
+        // An invalid spec is looked at again soon: PVCs are not watched.
+        waiting: !md.spec.paused,
+        events: pass.events,
+    }
+}
+
+/// The rolling rollout of the current spec, its Service and disruption budget, and the status.
+fn rolled(md: &ModelDeployment, observed: &Observed, config: &OperatorConfig, pass: Pass) -> Plan {
+    let desired = md.spec.replicas;
+    let snapshot = RevisionSnapshot::of(md, config);
+    let rollout = rollout::roll(md, &snapshot, observed, config);
+    let mut events = pass.events;
+    events.extend(events::rollout_events(md, &rollout));
+    let rolling = rollout.stable.as_deref() != Some(rollout.target.as_str());
+    let serving = rollout
+        .stable
+        .clone()
+        .unwrap_or_else(|| rollout.target.clone());
+    let counts = status::count(&observed.deployments, Some(&rollout.target), Some(&serving));
+    let ready = status::ready_verdict(
+        &observed.deployments,
+        Some(&serving),
+        rollout.stable.is_some(),
+        desired,
+    );
+    let progressing = verdicts::progressing_verdict(md, &rollout, observed, rolling);
+    let waiting = rolling
+        || !observed
+            .deployments
+            .iter()
+            .any(|d| d.name_any() == rollout.target && is_available(d, desired));
+
+    let mut delete = rollout.delete.clone();
+    let pdb = service::pdb(md, desired);
+    if pdb.is_none() && observed.pdb.is_some() {
+        delete.push(ChildRef {
+            kind: ChildKind::PodDisruptionBudget,
+            name: md.name_any(),
+        });
+    }
+    let history = history::history(&HistoryInput {
+        previous: &pass.previous.history,
+        kept: &rollout.kept,
+        target: &rollout.target,
+        stable: rollout.stable.as_deref(),
+        returned_to_known: rollout.returned_to_known,
+        now: &pass.now,
+    });
+    let status = ModelDeploymentStatus {
+        conditions: status::conditions(
+            &pass.previous.conditions,
+            md.metadata.generation,
+            &pass.now,
+            ready,
+            progressing,
+            pass.degraded,
+        ),
+        replicas: counts.replicas,
+        ready_replicas: counts.ready_replicas,
+        updated_replicas: counts.updated_replicas,
+        ready: Some(format!("{}/{desired}", counts.serving_ready)),
+        stable_revision: rollout.stable.clone(),
+        // The revision being rolled out beside a stable one; a first rollout has nothing beside it.
+        canary_revision: (rolling && rollout.stable.is_some()).then(|| rollout.target.clone()),
+        canary_weight: None,
+        current_step: None,
+        history,
+        ..pass.base
+    };
+    Plan {
+        deployments: rollout.deployments,
+        revisions: rollout.revisions,
+        service: Some(service::service(md)),
+        pdb,
+        delete,
+        status,
+        events,
+        waiting,
+    }
+}

@@ -1,0 +1,155 @@
+//! Conditions and replica counts of `ModelDeployment.status`, kstatus style: `Ready`,
+//! `Progressing` and `Degraded`, each keeping its lastTransitionTime while its status holds.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kandle_crds::conditions;
+use kube::ResourceExt;
+
+use super::deployment::{counts, is_available};
+
+/// One condition as decided by this pass, before timestamps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    /// `True` or `False`.
+    pub status: bool,
+    /// PascalCase reason from [`kandle_crds::conditions::reasons`].
+    pub reason: &'static str,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+impl Verdict {
+    /// A `True` verdict.
+    pub fn yes(reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status: true,
+            reason,
+            message: message.into(),
+        }
+    }
+    /// A `False` verdict.
+    pub fn no(reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status: false,
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// The three conditions, in order Ready, Progressing, Degraded.
+pub fn conditions(
+    previous: &[Condition],
+    generation: Option<i64>,
+    now: &Time,
+    ready: Verdict,
+    progressing: Verdict,
+    degraded: Verdict,
+) -> Vec<Condition> {
+    [
+        (conditions::READY, ready),
+        (conditions::PROGRESSING, progressing),
+        (conditions::DEGRADED, degraded),
+    ]
+    .into_iter()
+    .map(|(type_, verdict)| condition(previous, type_, verdict, generation, now))
+    .collect()
+}
+
+fn condition(
+    previous: &[Condition],
+    type_: &str,
+    verdict: Verdict,
+    generation: Option<i64>,
+    now: &Time,
+) -> Condition {
+    let status = if verdict.status { "True" } else { "False" };
+    let last_transition_time = previous
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| now.clone());
+    Condition {
+        type_: type_.to_string(),
+        status: status.to_string(),
+        reason: verdict.reason.to_string(),
+        message: verdict.message,
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+/// Replaces (or adds) the condition of `type_` in `conditions` with `verdict`.
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    previous: &[Condition],
+    type_: &str,
+    verdict: Verdict,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    let updated = condition(previous, type_, verdict, generation, now);
+    match conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(existing) => *existing = updated,
+        None => conditions.push(updated),
+    }
+}
+
+/// The condition of `type_` in `conditions`, if present.
+pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// Replica counts over the observed Deployments.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Pods of all live revisions.
+    pub replicas: i32,
+    /// Ready pods of all live revisions.
+    pub ready_replicas: i32,
+    /// Pods of the target revision.
+    pub updated_replicas: i32,
+    /// Ready pods of the serving revision (stable, or the target before any is stable).
+    pub serving_ready: i32,
+}
+
+/// Counts the pods the observed Deployments report.
+pub fn count(deployments: &[Deployment], target: Option<&str>, serving: Option<&str>) -> Counts {
+    let find =
+        |name: Option<&str>| name.and_then(|n| deployments.iter().find(|d| d.name_any() == n));
+    Counts {
+        replicas: deployments.iter().map(|d| counts(d).replicas).sum(),
+        ready_replicas: deployments.iter().map(|d| counts(d).ready).sum(),
+        updated_replicas: find(target).map(|d| counts(d).replicas).unwrap_or(0),
+        serving_ready: find(serving).map(|d| counts(d).ready).unwrap_or(0),
+    }
+}
+
+/// The `Ready` verdict: the serving revision has every desired replica ready.
+pub fn ready_verdict(
+    deployments: &[Deployment],
+    serving: Option<&str>,
+    is_stable: bool,
+    desired: i32,
+) -> Verdict {
+    let Some(name) = serving else {
+        return Verdict::no(
+            conditions::reasons::REPLICAS_NOT_READY,
+            "no revision is serving yet",
+        );
+    };
+    let deployment = deployments.iter().find(|d| d.name_any() == name);
+    let ready = deployment.map(|d| counts(d).ready).unwrap_or(0);
+    if is_stable && deployment.is_some_and(|d| is_available(d, desired)) {
+        Verdict::yes(
+            conditions::reasons::AVAILABLE,
+            format!("{desired}/{desired} replicas of revision {name} are ready"),
+        )
+    } else {
+        Verdict::no(
+            conditions::reasons::REPLICAS_NOT_READY,
+            format!("{ready}/{desired} replicas of revision {name} are ready"),
+        )
+    }
+}

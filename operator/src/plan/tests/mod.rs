@@ -1,0 +1,126 @@
+//! Unit and property tests of the planner, written against the builders in
+//! [`crate::testing`].
+
+mod invalid;
+mod pod;
+mod properties;
+mod revision;
+mod rollout;
+mod status;
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Container, PodSpec};
+use kandle_crds::ModelDeployment;
+use kube::ResourceExt;
+
+use super::{plan, Plan, RevisionSnapshot};
+use crate::config::OperatorConfig;
+use crate::observe::Observed;
+
+/// A fixed point in time, `seconds` after an arbitrary origin.
+fn at(seconds: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(1_790_000_000 + seconds, 0).expect("a valid time")
+}
+
+fn config() -> OperatorConfig {
+    OperatorConfig::default()
+}
+
+fn plan_at(md: &ModelDeployment, observed: &Observed, seconds: i64) -> Plan {
+    plan(md, observed, at(seconds), &config())
+}
+
+/// The revision name of `md`'s current spec.
+fn revision_of(md: &ModelDeployment) -> String {
+    super::revision_name(&md.name_any(), &RevisionSnapshot::of(md, &config()).hash())
+}
+
+fn deployment<'a>(plan: &'a Plan, name: &str) -> &'a Deployment {
+    plan.deployments
+        .iter()
+        .find(|d| d.name_any() == name)
+        .unwrap_or_else(|| panic!("the plan has no Deployment {name}: {:?}", names(plan)))
+}
+
+fn replicas(plan: &Plan, name: &str) -> i32 {
+    deployment(plan, name)
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .expect("replicas set")
+}
+
+fn names(plan: &Plan) -> Vec<String> {
+    plan.deployments.iter().map(|d| d.name_any()).collect()
+}
+
+fn pod_spec(deployment: &Deployment) -> &PodSpec {
+    deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .expect("a pod spec")
+}
+
+fn runtime_container(deployment: &Deployment) -> &Container {
+    pod_spec(deployment)
+        .containers
+        .iter()
+        .find(|c| c.name == super::RUNTIME_CONTAINER)
+        .expect("the runtime container")
+}
+
+fn reasons(plan: &Plan) -> Vec<&'static str> {
+    plan.events.iter().map(|e| e.reason).collect()
+}
+
+fn condition<'a>(
+    plan: &'a Plan,
+    type_: &str,
+) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    plan.status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition"))
+}
+
+/// `md` as it reads after `plan`'s status was written.
+fn with_status(md: &ModelDeployment, plan: &Plan) -> ModelDeployment {
+    let mut md = md.clone();
+    md.status = Some(plan.status.clone());
+    md
+}
+
+/// `md` deployed and settled: its revision recorded, available and stable. Returns the
+/// resource with its status and the cluster as observed.
+fn settled(md: &ModelDeployment, observed: &Observed, t: i64) -> (ModelDeployment, Observed) {
+    use crate::testing::starting_from;
+    let first = plan_at(md, observed, t);
+    let md = with_status(md, &first);
+    let observed = starting_from(observed)
+        .from_plan(&first)
+        .available(&revision_of(&md))
+        .build();
+    let second = plan_at(&md, &observed, t + 1);
+    assert_eq!(
+        second.status.stable_revision,
+        Some(revision_of(&md)),
+        "settles in one step once available"
+    );
+    let md = with_status(&md, &second);
+    let observed = starting_from(&observed)
+        .from_plan(&second)
+        .all_available()
+        .build();
+    (md, observed)
+}
+
+/// `md` with its spec replaced by `next`'s (metadata and status kept, generation bumped).
+fn respec(md: &ModelDeployment, next: &ModelDeployment) -> ModelDeployment {
+    let mut md = md.clone();
+    md.spec = next.spec.clone();
+    md.metadata.generation = md.metadata.generation.map(|g| g + 1);
+    md
+}
