@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# CPU benchmark: kandle-runtime over HTTP vs sentence-transformers (PyTorch) on the same sentences.
+#
+# Builds the release binary, fetches the model, runs sentence-transformers at batch 32, then
+# starts the server on loopback and drives it with the load generator at several concurrency
+# levels, and prints kandle's best throughput as a ratio of sentence-transformers'.
+#
+# Usage: bench/run-cpu.sh [SENTENCES]   (env: THREADS, PORT, LEVELS, PASSES)
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+python="${PYTHON:-python3}"
+threads="${THREADS:-$(nproc)}"
+port="${PORT:-18080}"
+levels="${LEVELS:-1,8,32,64}"
+passes="${PASSES:-1}"
+sentences="${1:-target/bench/sentences.txt}"
+
+model_dir="$(scripts/fetch-model.sh)"
+mkdir -p target/bench
+[[ -s "$sentences" ]] || "$python" bench/make_sentences.py 2048 > "$sentences"
+cargo build --release -p kandle-runtime --bin kandle-runtime --example loadgen >&2
+
+echo "== machine: $(nproc) cores, $(uname -m); threads=$threads"
+echo "== sentence-transformers (PyTorch CPU), batch 32"
+st_json="$("$python" bench/st_reference.py "$model_dir" "$sentences" --batch-size 32 \
+  --threads "$threads" --passes "$passes" | tee /dev/stderr | tail -n 1)"
+
+echo "== kandle-runtime over HTTP (loopback)"
+target/release/kandle-runtime --model-dir "$model_dir" --served-name bench \
+  --host 127.0.0.1 --port "$port" --threads "$threads" --log-format json \
+  > target/bench/server.log 2>&1 &
+server=$!
+trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
+for _ in $(seq 1 600); do
+  curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
+  kill -0 "$server" 2>/dev/null || { cat target/bench/server.log; exit 1; }
+  sleep 0.1
+done
+
+run() {
+  target/release/examples/loadgen --url "http://127.0.0.1:$port" --sentences "$sentences" \
+    --passes "$passes" --json "$@"
+}
+single="$(run --concurrency "$levels" --batch 1 | tee /dev/stderr | grep '^{' || true)"
+batched="$(run --concurrency 1,2,4 --batch 32 | tee /dev/stderr | grep '^{' || true)"
+
+ST_JSON="$st_json" KANDLE_JSON="$single"$'\n'"$batched" "$python" - <<'PY'
+import json, os
+st = json.loads(os.environ["ST_JSON"])
+levels = [json.loads(l) for l in os.environ["KANDLE_JSON"].splitlines() if l.strip()]
+best = max(levels, key=lambda l: l["sentences_per_s"])
+print(f"== best kandle: {best['sentences_per_s']:.1f} sentences/s "
+      f"(concurrency {best['concurrency']}, {best['batch']} per request, p99 {best['p99_ms']:.0f} ms)")
+print(f"== sentence-transformers batch 32: {st['sentences_per_s']:.1f} sentences/s")
+print(f"== ratio kandle / sentence-transformers: {best['sentences_per_s'] / st['sentences_per_s']:.2f}x")
+PY

@@ -1,0 +1,27 @@
+//! kandle-runtime: the inference server that runs in every kandle pod.
+//!
+//! It loads a Hugging Face embedding model folder with candle and serves it over HTTP:
+//!
+//! ```text
+//! HTTP (api) -> validation (tokenize) -> bounded queue (engine) -> token-budget batches
+//!   (batcher) -> model thread (model) -> one-shot reply -> HTTP
+//! ```
+//!
+//! [`serve`] runs the whole server on a given listener, so tests run it in-process; the binary
+//! adds flag parsing, logging, CPU thread sizing and signal handling around it.
+#![forbid(unsafe_code)]
+#![deny(warnings)]
+
+pub mod api;
+pub mod batcher;
+pub mod config;
+pub mod device;
+pub mod engine;
+pub mod error;
+pub mod metrics;
+pub mod model;
+mod server;
+pub mod tokenize;
+
+pub use config::Config;
+pub use server::serve;

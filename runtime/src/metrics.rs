@@ -1,0 +1,186 @@
+//! The Prometheus metrics the server exports on `/metrics`.
+//!
+//! One [`Metrics`] value owns the registry and every `kandle_*` series; the HTTP layer records
+//! request outcomes, the engine records queue, batch and inference figures. Meanings are
+//! documented in runtime/README.md, since the operator's canary analysis and autoscaling read them.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: String,
+    pub code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelLabels {
+    pub model: String,
+    pub version: String,
+    pub device: String,
+    pub dtype: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 1 ms .. ~65 s
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    pub queue_depth: Gauge,
+    pub in_flight: Gauge,
+    pub batch_size: Histogram,
+    pub batch_tokens: Histogram,
+    pub inference_duration: Histogram,
+    pub tokens: Counter,
+    pub model_load_seconds: Gauge<f64, AtomicU64>,
+    pub model_info: Family<ModelLabels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "kandle_requests",
+            "API requests answered, by route and HTTP status code",
+            requests.clone(),
+        );
+        let request_duration = Family::new_with_constructor(latency_histogram as fn() -> _);
+        registry.register(
+            "kandle_request_duration_seconds",
+            "Time from receiving an API request to its response, by route",
+            request_duration.clone(),
+        );
+        let queue_depth = Gauge::default();
+        registry.register(
+            "kandle_queue_depth",
+            "Inputs waiting for the model",
+            queue_depth.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "kandle_requests_in_flight",
+            "Inference requests being served right now",
+            in_flight.clone(),
+        );
+        let batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 10));
+        registry.register(
+            "kandle_batch_size",
+            "Inputs per model batch",
+            batch_size.clone(),
+        );
+        let batch_tokens = Histogram::new(exponential_buckets(8.0, 2.0, 14));
+        registry.register(
+            "kandle_batch_tokens",
+            "Tokens per model batch",
+            batch_tokens.clone(),
+        );
+        let inference_duration = latency_histogram();
+        registry.register(
+            "kandle_inference_duration_seconds",
+            "Time the model spends on one batch",
+            inference_duration.clone(),
+        );
+        let tokens = Counter::default();
+        registry.register(
+            "kandle_tokens",
+            "Input tokens accepted for inference",
+            tokens.clone(),
+        );
+        let model_load_seconds = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "kandle_model_load_seconds",
+            "Time it took to load and warm up the model",
+            model_load_seconds.clone(),
+        );
+        let model_info = Family::<ModelLabels, Gauge>::default();
+        registry.register(
+            "kandle_model_info",
+            "The served model; always 1",
+            model_info.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            request_duration,
+            queue_depth,
+            in_flight,
+            batch_size,
+            batch_tokens,
+            inference_duration,
+            tokens,
+            model_load_seconds,
+            model_info,
+        }
+    }
+
+    pub fn record_request(&self, route: &str, code: u16, seconds: f64) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.to_owned(),
+                code,
+            })
+            .inc();
+        self.request_duration
+            .get_or_create(&RouteLabels {
+                route: route.to_owned(),
+            })
+            .observe(seconds);
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(err) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(%err, "cannot encode metrics");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_the_documented_names() {
+        let metrics = Metrics::new();
+        metrics.record_request("/v1/embeddings", 200, 0.01);
+        metrics.tokens.inc_by(7);
+        let text = metrics.encode();
+        for name in [
+            "kandle_requests_total{route=\"/v1/embeddings\",code=\"200\"} 1",
+            "kandle_request_duration_seconds_bucket",
+            "kandle_queue_depth",
+            "kandle_requests_in_flight",
+            "kandle_batch_size_bucket",
+            "kandle_batch_tokens_bucket",
+            "kandle_inference_duration_seconds_bucket",
+            "kandle_tokens_total 7",
+            "kandle_model_load_seconds",
+        ] {
+            assert!(text.contains(name), "missing {name} in\n{text}");
+        }
+    }
+}

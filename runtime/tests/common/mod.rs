@@ -1,0 +1,206 @@
+//! Test support: the real model, an in-process server on 127.0.0.1:0, and polling helpers.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use kandle_runtime::Config;
+use reqwest::StatusCode;
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const SERVED_NAME: &str = "all-minilm-l6-v2";
+
+/// The all-MiniLM-L6-v2 folder: `$KANDLE_TEST_MODEL_DIR`, else `<repo>/.model-cache/all-MiniLM-L6-v2`.
+pub fn model_dir() -> PathBuf {
+    let dir = std::env::var_os("KANDLE_TEST_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.model-cache/all-MiniLM-L6-v2")
+        });
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "the test model is missing at {}: run scripts/fetch-model.sh (or set KANDLE_TEST_MODEL_DIR)",
+        dir.display()
+    );
+    dir
+}
+
+#[derive(Deserialize)]
+pub struct Reference {
+    pub sentences: Vec<String>,
+    pub tokens: Vec<usize>,
+    pub embeddings: Vec<Vec<f32>>,
+}
+
+/// sentence-transformers' output for the fixed sentences (tests/reference/make_reference.py).
+pub fn reference() -> Reference {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/reference/embeddings.json"
+    );
+    let text = std::fs::read_to_string(path).expect("reference embeddings are committed");
+    serde_json::from_str(&text).expect("reference embeddings parse")
+}
+
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "vector lengths differ");
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (na * nb)
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+pub fn as_vector(value: &Value) -> Vec<f32> {
+    value
+        .as_array()
+        .expect("embedding is an array")
+        .iter()
+        .map(|x| x.as_f64().expect("embedding values are numbers") as f32)
+        .collect()
+}
+
+/// Polls `check` until it is true, failing the test after `deadline`.
+pub async fn wait_until<F, Fut>(deadline: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub struct TestServer {
+    pub url: String,
+    pub client: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestServer {
+    /// Serves the test model with default limits changed by `configure`, and waits until ready.
+    pub async fn start(configure: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Config::for_model(model_dir());
+        config.served_name = Some(SERVED_NAME.to_owned());
+        config.model_version = "test".to_owned();
+        configure(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (shutdown, signal) = oneshot::channel::<()>();
+        let task = tokio::spawn(kandle_runtime::serve(config, listener, async {
+            let _ = signal.await;
+        }));
+        let server = Self {
+            url,
+            client: reqwest::Client::new(),
+            shutdown: Some(shutdown),
+            task: Some(task),
+        };
+        wait_until(
+            Duration::from_secs(60),
+            "the server to become ready",
+            || async { server.get("/readyz").await.0 == StatusCode::OK },
+        )
+        .await;
+        server
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        match self.client.get(format!("{}{path}", self.url)).send().await {
+            Ok(response) => {
+                let status = response.status();
+                (status, response.json().await.unwrap_or(Value::Null))
+            }
+            Err(_) => (StatusCode::SERVICE_UNAVAILABLE, Value::Null),
+        }
+    }
+
+    pub async fn get_text(&self, path: &str) -> String {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap();
+        response.text().await.unwrap()
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        self.post_raw(path, serde_json::to_vec(body).unwrap()).await
+    }
+
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.url))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let bytes = response.bytes().await.unwrap();
+        let value = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+            panic!(
+                "{path} answered {status} with a non-JSON body: {:?}",
+                String::from_utf8_lossy(&bytes)
+            )
+        });
+        (status, value)
+    }
+
+    /// OpenAI embeddings of `input`, asserting success.
+    pub async fn embed(&self, input: Value) -> Vec<Vec<f32>> {
+        let (status, body) = self
+            .post(
+                "/v1/embeddings",
+                &serde_json::json!({"model": SERVED_NAME, "input": input}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                assert_eq!(item["index"], i);
+                as_vector(&item["embedding"])
+            })
+            .collect()
+    }
+
+    /// Triggers shutdown and waits for `serve` to return.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        match self.task.take() {
+            Some(task) => tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .expect("server stops within 30s")
+                .expect("server task completes"),
+            None => Ok(()),
+        }
+    }
+}
