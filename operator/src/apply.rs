@@ -97,9 +97,13 @@ pub async fn apply_with(
         })?;
     }
 
+    // The resourceVersion makes the write conditional: a pass planned from a cached object that
+    // has since changed gets 409 instead of writing a status (and condition times) derived from
+    // an older one, which would wake another pass and flip the status back and forth.
     let status = serde_json::json!({
         "apiVersion": ModelDeployment::api_version(&()),
         "kind": ModelDeployment::kind(&()),
+        "metadata": { "resourceVersion": md.resource_version() },
         "status": plan.status,
     });
     Api::<ModelDeployment>::namespaced(client.clone(), &ns)

@@ -25,6 +25,8 @@ use crate::plan::{plan, rejected};
 
 /// How soon a failed pass is retried.
 const ERROR_REQUEUE: Duration = Duration::from_secs(15);
+/// Backstop after a stale pass; the watch event of the newer object usually comes first.
+const STALE_REQUEUE: Duration = Duration::from_secs(1);
 
 /// What every reconcile pass shares.
 pub struct Context {
@@ -95,6 +97,11 @@ async fn reconcile_once(md: &ModelDeployment, ctx: &Context) -> Result<Action, E
         "applying plan"
     );
     if let Err(err) = apply_with(&ctx.client, &ctx.recorder, md, &plan).await {
+        if err.is_stale_status() {
+            // The object changed while this pass ran; the watch brings the newer one.
+            tracing::debug!(md = %md.name_any(), "status write refused as stale; replanning");
+            return Ok(Action::requeue(STALE_REQUEUE));
+        }
         // A child Kubernetes refuses as invalid is the user's to fix: say so in the status.
         if let Some(refusal) = err.refusal() {
             let report = rejected(md, &plan, &refusal, now);

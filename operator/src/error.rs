@@ -159,6 +159,12 @@ impl Error {
         }
     }
 
+    /// Whether the status write was refused because the `ModelDeployment` changed after the pass
+    /// read it (HTTP 409 on the conditional status write): not a failure, a reason to replan.
+    pub fn is_stale_status(&self) -> bool {
+        matches!(self, Error::ApplyStatus { source: kube::Error::Api(status), .. } if status.code == 409)
+    }
+
     /// The variant's name, used as the `error` label of the errors metric.
     pub fn metric_label(&self) -> &'static str {
         match self {

@@ -1,0 +1,11 @@
+//! Test support for kandle's cross-crate tests: an in-process fake Kubernetes API server that
+//! the operator's real reconcile runs against, and helpers to wait for conditions with a
+//! deadline instead of sleeping.
+#![forbid(unsafe_code)]
+
+pub mod fake_api;
+pub mod fixtures;
+pub mod harness;
+pub mod wait;
+
+pub use fake_api::FakeApiServer;
