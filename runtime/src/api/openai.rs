@@ -138,7 +138,7 @@ fn encode(vector: Vec<f32>, format: EncodingFormat) -> Vector {
 pub async fn embeddings(
     State(state): State<AppState>,
     ApiJson(request, _): ApiJson<EmbeddingsRequest, OpenAiError>,
-) -> Result<Json<Value>, OpenAiError> {
+) -> Result<Json<EmbeddingsResponse>, OpenAiError> {
     if let Some(model) = &request.model {
         state.check_model(model)?;
     }
@@ -157,23 +157,53 @@ pub async fn embeddings(
         _ => {}
     }
     let result = engine.embed(inputs).await?;
-    let data: Vec<Value> = result
+    let dimensions = request.dimensions.filter(|&d| d < dim);
+    let data = result
         .vectors
         .into_iter()
         .enumerate()
         .map(|(index, mut vector)| {
-            if let Some(d) = request.dimensions.filter(|&d| d < dim) {
+            if let Some(d) = dimensions {
                 shorten(&mut vector, d);
             }
-            json!({"object": "embedding", "index": index, "embedding": encode(vector, request.encoding_format)})
+            EmbeddingData {
+                object: "embedding",
+                index,
+                embedding: encode(vector, request.encoding_format),
+            }
         })
         .collect();
-    Ok(Json(json!({
-        "object": "list",
-        "data": data,
-        "model": state.served_name,
-        "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
-    })))
+    Ok(Json(EmbeddingsResponse {
+        object: "list",
+        data,
+        model: state.served_name.clone(),
+        usage: Usage {
+            prompt_tokens: result.prompt_tokens,
+            total_tokens: result.prompt_tokens,
+        },
+    }))
+}
+
+/// The embeddings reply; typed so the f32 vectors serialize in their shortest f32 form.
+#[derive(Serialize)]
+pub struct EmbeddingsResponse {
+    object: &'static str,
+    data: Vec<EmbeddingData>,
+    model: String,
+    usage: Usage,
+}
+
+#[derive(Serialize)]
+struct EmbeddingData {
+    object: &'static str,
+    index: usize,
+    embedding: Vector,
+}
+
+#[derive(Serialize)]
+struct Usage {
+    prompt_tokens: usize,
+    total_tokens: usize,
 }
 
 pub async fn models(State(state): State<AppState>) -> Json<Value> {

@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{ApiJson, AppState, Phase};
@@ -108,28 +108,42 @@ pub async fn infer(
     State(state): State<AppState>,
     Path(name): Path<String>,
     ApiJson(request, _): ApiJson<InferRequest, V2Error>,
-) -> Result<Json<Value>, V2Error> {
+) -> Result<Json<InferResponse>, V2Error> {
     state.check_model(&name)?;
     let engine = state.engine()?;
     let _permit = engine.admit()?;
     let inputs = texts(request.inputs)?;
     let result = engine.embed(inputs).await?;
     let rows = result.vectors.len();
-    let data: Vec<f32> = result.vectors.into_iter().flatten().collect();
-    let mut body = json!({
-        "model_name": state.served_name,
-        "model_version": engine.info.version,
-        "outputs": [{
-            "name": "embedding",
-            "datatype": "FP32",
-            "shape": [rows, engine.info.dim],
-            "data": data,
+    Ok(Json(InferResponse {
+        id: request.id,
+        model_name: state.served_name.clone(),
+        model_version: engine.info.version.clone(),
+        outputs: [InferOutput {
+            name: "embedding",
+            datatype: "FP32",
+            shape: [rows, engine.info.dim],
+            data: result.vectors.into_iter().flatten().collect(),
         }],
-    });
-    if let Some(id) = request.id {
-        body["id"] = Value::String(id);
-    }
-    Ok(Json(body))
+    }))
+}
+
+/// The infer reply; typed so the f32 data serialize in their shortest f32 form.
+#[derive(Serialize)]
+pub struct InferResponse {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
+    model_name: String,
+    model_version: String,
+    outputs: [InferOutput; 1],
+}
+
+#[derive(Serialize)]
+struct InferOutput {
+    name: &'static str,
+    datatype: &'static str,
+    shape: [usize; 2],
+    data: Vec<f32>,
 }
 
 pub async fn server_metadata() -> Json<Value> {
