@@ -24,7 +24,7 @@ cargo build --release -p kandle-runtime --bin kandle-runtime --example loadgen >
 echo "== machine: $(nproc) cores, $(uname -m); threads=$threads"
 echo "== sentence-transformers (PyTorch CPU), batch 32"
 st_json="$("$python" bench/st_reference.py "$model_dir" "$sentences" --batch-size 32 \
-  --threads "$threads" --passes "$passes" | tee /dev/stderr | tail -n 1)"
+  --threads "$threads" --passes "$passes" | tee >(cat >&2) | tail -n 1)"
 
 echo "== kandle-runtime over HTTP (loopback)"
 target/release/kandle-runtime --model-dir "$model_dir" --served-name bench \
@@ -42,8 +42,8 @@ run() {
   target/release/examples/loadgen --url "http://127.0.0.1:$port" --sentences "$sentences" \
     --passes "$passes" --json "$@"
 }
-single="$(run --concurrency "$levels" --batch 1 | tee /dev/stderr | grep '^{' || true)"
-batched="$(run --concurrency 1,2,4 --batch 32 | tee /dev/stderr | grep '^{' || true)"
+single="$(run --concurrency "$levels" --batch 1 | tee >(cat >&2) | grep '^{' || true)"
+batched="$(run --concurrency 1,2,4 --batch 32 | tee >(cat >&2) | grep '^{' || true)"
 
 ST_JSON="$st_json" KANDLE_JSON="$single"$'\n'"$batched" "$python" - <<'PY'
 import json, os
