@@ -52,3 +52,16 @@ pub fn model_deployment(name: &str, replicas: i32) -> ModelDeployment {
     md.metadata.namespace = Some(NAMESPACE.to_string());
     md
 }
+
+/// The image of a Deployment's first container.
+pub fn container_image(d: &Deployment) -> Option<&str> {
+    d.spec
+        .as_ref()?
+        .template
+        .spec
+        .as_ref()?
+        .containers
+        .first()?
+        .image
+        .as_deref()
+}

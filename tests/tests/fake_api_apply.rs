@@ -3,6 +3,7 @@
 //! another manager set to a different value unless forced.
 
 use k8s_openapi::api::apps::v1::Deployment;
+use kandle_tests::fixtures::container_image;
 use kandle_tests::fixtures::NAMESPACE;
 use kandle_tests::FakeApiServer;
 use kube::api::{Api, Patch, PatchParams};
@@ -25,18 +26,6 @@ fn config(labels: Value, image: &str) -> Value {
             }
         }
     })
-}
-
-fn image(d: &Deployment) -> Option<String> {
-    d.spec
-        .as_ref()?
-        .template
-        .spec
-        .as_ref()?
-        .containers
-        .first()?
-        .image
-        .clone()
 }
 
 fn labels(d: &Deployment) -> Vec<(String, String)> {
@@ -170,7 +159,7 @@ async fn apply_without_force_refuses_a_field_another_manager_changed() {
         .patch("web", &edit, &Patch::<()>::Json(ops))
         .await
         .expect("hand edit");
-    assert_eq!(image(&edited).as_deref(), Some("runtime:hotfix"));
+    assert_eq!(container_image(&edited), Some("runtime:hotfix"));
 
     let err = apply(&api, config(json!({"app": "web"}), "runtime:2"), false)
         .await
@@ -195,7 +184,7 @@ async fn apply_without_force_refuses_a_field_another_manager_changed() {
     let forced = apply(&api, config(json!({"app": "web"}), "runtime:2"), true)
         .await
         .expect("forced apply");
-    assert_eq!(image(&forced).as_deref(), Some("runtime:2"));
+    assert_eq!(container_image(&forced), Some("runtime:2"));
     assert!(
         managers(&forced).iter().all(|(m, _)| m != EDITOR),
         "the editor lost its only field"

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
+use kandle_tests::fixtures::container_image;
 use kandle_tests::fixtures::{self, NAMESPACE};
 use kandle_tests::FakeApiServer;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
@@ -13,18 +14,6 @@ use kube::runtime::watcher::{self, watcher, Event};
 use serde_json::json;
 
 const DEADLINE: Duration = Duration::from_secs(10);
-
-fn image(d: &Deployment) -> Option<&str> {
-    d.spec
-        .as_ref()?
-        .template
-        .spec
-        .as_ref()?
-        .containers
-        .first()?
-        .image
-        .as_deref()
-}
 
 async fn update_image(api: &Api<Deployment>, to: &str) {
     let patch =
@@ -55,7 +44,7 @@ async fn watcher_sees_initial_state_then_update(config: watcher::Config) {
                     init_done = true;
                     update_image(&api, "web:2").await;
                 }
-                Event::Apply(d) if image(&d) == Some("web:2") => return d,
+                Event::Apply(d) if container_image(&d) == Some("web:2") => return d,
                 _ => {}
             }
         }
@@ -105,7 +94,7 @@ async fn a_watch_from_a_version_sees_later_changes_in_order() {
             .await
             .expect("events before the deadline")
             .expect("watch stream");
-    assert!(matches!(&events[0], WatchEvent::Modified(d) if image(d) == Some("web:2")));
+    assert!(matches!(&events[0], WatchEvent::Modified(d) if container_image(d) == Some("web:2")));
     assert!(
         matches!(&events[1], WatchEvent::Deleted(d) if d.metadata.name.as_deref() == Some("web"))
     );

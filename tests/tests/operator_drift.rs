@@ -6,22 +6,11 @@ use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kandle_operator::testing::{md, TEST_NAMESPACE};
+use kandle_tests::fixtures::container_image;
 use kandle_tests::harness::Harness;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::ResourceExt;
 use serde_json::json;
-
-fn image(d: &Deployment) -> Option<String> {
-    d.spec
-        .as_ref()?
-        .template
-        .spec
-        .as_ref()?
-        .containers
-        .first()?
-        .image
-        .clone()
-}
 
 #[tokio::test]
 async fn a_hand_edited_image_is_put_back() {
@@ -29,7 +18,7 @@ async fn a_hand_edited_image_is_put_back() {
     h.create(&md("minilm").build()).await.expect("create");
     h.converge(TEST_NAMESPACE, "minilm").await.expect("ready");
     let deployment = h.deployments_of("minilm").expect("deployments").remove(0);
-    let wanted = image(&deployment).expect("image");
+    let wanted = container_image(&deployment).expect("image").to_string();
 
     let deployments: Api<Deployment> = Api::namespaced(h.client.clone(), TEST_NAMESPACE);
     let edit = PatchParams {
@@ -44,13 +33,13 @@ async fn a_hand_edited_image_is_put_back() {
         .patch(&deployment.name_any(), &edit, &Patch::<()>::Json(ops))
         .await
         .expect("hand edit");
-    assert_eq!(image(&edited).as_deref(), Some("someone/else:latest"));
+    assert_eq!(container_image(&edited), Some("someone/else:latest"));
 
     h.reconcile(TEST_NAMESPACE, "minilm")
         .await
         .expect("reconcile");
     let restored = deployments.get(&deployment.name_any()).await.expect("get");
-    assert_eq!(image(&restored), Some(wanted));
+    assert_eq!(container_image(&restored), Some(wanted.as_str()));
     assert!(
         restored
             .managed_fields()

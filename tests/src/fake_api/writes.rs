@@ -203,20 +203,22 @@ pub fn replace(
         }
     }
     let current = store.require(key)?.clone();
-    if let Some(sent) = body
-        .pointer("/metadata/resourceVersion")
-        .and_then(Value::as_str)
-    {
-        if Some(sent)
-            != current
-                .pointer("/metadata/resourceVersion")
-                .and_then(Value::as_str)
-        {
-            return Err(stale(key));
-        }
-    }
+    check_precondition(key, &body, &current)?;
     let new = confine(key.0, scope, &current, without_managed_fields(body));
     finish_update(store, key, &current, new, writer, scope)
+}
+
+/// A resourceVersion in the sent object is a precondition: it must be the stored one.
+fn check_precondition(key: &Key, sent: &Value, current: &Value) -> Result<(), ApiError> {
+    let version = |v: &Value| {
+        v.pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    match version(sent) {
+        Some(sent) if Some(&sent) != version(current).as_ref() => Err(stale(key)),
+        _ => Ok(()),
+    }
 }
 
 fn stale(key: &Key) -> ApiError {
@@ -281,18 +283,7 @@ pub fn patch(
         }
         _ => json_patch::merge(&mut patched, &patch),
     }
-    if let Some(sent) = patch
-        .pointer("/metadata/resourceVersion")
-        .and_then(Value::as_str)
-    {
-        if Some(sent)
-            != current
-                .pointer("/metadata/resourceVersion")
-                .and_then(Value::as_str)
-        {
-            return Err(stale(key));
-        }
-    }
+    check_precondition(key, &patch, &current)?;
     check_identity(key, &patched)?;
     let new = confine(key.0, scope, &current, without_managed_fields(patched));
     finish_update(store, key, &current, new, writer, scope)
