@@ -38,4 +38,25 @@ pub mod reasons {
     pub const SCALED: &str = "Scaled";
     /// Nothing is wrong.
     pub const HEALTHY: &str = "Healthy";
+    /// New pods wait for room on the nodes (the cluster autoscaler may be adding one); they
+    /// become `Unschedulable` after the operator's grace period.
+    pub const WAITING_FOR_CAPACITY: &str = "WaitingForCapacity";
+    /// A container of the new revision keeps exiting (`CrashLoopBackOff`).
+    pub const CRASH_LOOP: &str = "CrashLoop";
+    /// An image of the new revision cannot be pulled (`ErrImagePull`, `ImagePullBackOff`).
+    pub const IMAGE_PULL_FAILED: &str = "ImagePullFailed";
+    /// The init container fetching the model fails (download error, sha256 mismatch).
+    pub const MODEL_FETCH_FAILED: &str = "ModelFetchFailed";
+    /// Kubernetes refuses to create the new revision's pods (a ResourceQuota, an admission
+    /// policy).
+    pub const PODS_REFUSED: &str = "PodsRefused";
+    /// The new revision did not become available within the progress deadline; kandle gave up
+    /// on it.
+    pub const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
+    /// A new operator changes the pods of every ModelDeployment; this one waits for one of the
+    /// operator's `--max-concurrent-upgrades` slots and its stable revision keeps serving.
+    pub const UPGRADE_QUEUED: &str = "UpgradeQueued";
+    /// An object kandle would create already exists and belongs to someone else; kandle does
+    /// not adopt it.
+    pub const NOT_OWNED: &str = "NotOwned";
 }

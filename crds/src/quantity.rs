@@ -31,3 +31,13 @@ pub(crate) fn optional_duration(_: &mut SchemaGenerator) -> Schema {
 pub(crate) fn duration(_: &mut SchemaGenerator) -> Schema {
     json_schema!({ "type": "string", "pattern": DURATION_PATTERN })
 }
+
+/// A count (`1`) or a percentage (`25%`), as a Deployment's `maxSurge`.
+pub const COUNT_OR_PERCENT_PATTERN: &str = "^[0-9]+%?$";
+
+pub(crate) fn count_or_percent(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "x-kubernetes-int-or-string": true,
+        "pattern": COUNT_OR_PERCENT_PATTERN
+    })
+}

@@ -1,12 +1,13 @@
 //! `spec.rollout` and `spec.autoscaling`: how a new revision replaces the stable one, how it is
 //! judged, and how the replica count follows load.
 
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// How new revisions are rolled out.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.strategy != 'canary' || (has(self.steps) && size(self.steps) > 0)").message("spec.rollout.steps: a canary rollout needs at least one step"))]
 pub struct RolloutSpec {
@@ -27,6 +28,51 @@ pub struct RolloutSpec {
     /// How traffic is split between revisions. Unset: by replica ratio behind one Service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traffic_routing: Option<TrafficRouting>,
+    /// Pods a rolling rollout may start above `replicas` for the new revision: a count, or a
+    /// percentage of `replicas` rounded up. The old revision gives back a pod for each new pod
+    /// that becomes ready.
+    #[serde(default = "default_max_surge")]
+    #[schemars(schema_with = "crate::quantity::count_or_percent")]
+    pub max_surge: IntOrString,
+    /// Replicas below `replicas` a rolling rollout may go (a count, or a percentage rounded
+    /// down), used only when the surge pods cannot be placed (the cluster has no room: they are
+    /// Unschedulable) or `maxSurge` is 0. With the default a model can roll on a full GPU
+    /// cluster, one pod at a time; `0` never gives up serving capacity and waits for room.
+    #[serde(default = "default_max_unavailable")]
+    #[schemars(schema_with = "crate::quantity::count_or_percent")]
+    pub max_unavailable: IntOrString,
+    /// Seconds a new revision may go without becoming available before kandle gives up on it:
+    /// `Degraded` turns `True` (reason `ProgressDeadlineExceeded`), `Progressing` turns `False`,
+    /// the revision is recorded as `failed` in the history and, while another revision serves,
+    /// scaled to zero so its pods stop holding GPUs. The serving revision is never touched. A
+    /// first revision, with nothing else serving, keeps trying.
+    #[serde(default = "default_progress_deadline_seconds")]
+    #[schemars(range(min = 10, max = 86400))]
+    pub progress_deadline_seconds: i32,
+}
+
+impl Default for RolloutSpec {
+    fn default() -> Self {
+        Self {
+            strategy: RolloutStrategy::default(),
+            steps: Vec::new(),
+            analysis: None,
+            traffic_routing: None,
+            max_surge: default_max_surge(),
+            max_unavailable: default_max_unavailable(),
+            progress_deadline_seconds: default_progress_deadline_seconds(),
+        }
+    }
+}
+
+fn default_max_surge() -> IntOrString {
+    IntOrString::String("25%".to_string())
+}
+fn default_max_unavailable() -> IntOrString {
+    IntOrString::Int(1)
+}
+fn default_progress_deadline_seconds() -> i32 {
+    600
 }
 
 /// Rollout strategy.

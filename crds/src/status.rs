@@ -85,6 +85,8 @@ pub enum RevisionOutcome {
     Aborted,
     /// Rolled back to an older revision.
     RolledBack,
+    /// Never became available within `spec.rollout.progressDeadlineSeconds`: kandle gave up.
+    Failed,
 }
 
 /// Result of one canary analysis interval.

@@ -1,12 +1,14 @@
-//! Acts on a [`Plan`]: server-side apply of every child (field manager `kandle-operator`,
-//! forced), deletion of children no longer wanted, the status through the status subresource,
-//! then the planned events. No decisions are made here.
+//! Acts on a [`Plan`]: first the status through the status subresource, conditional on the
+//! `ModelDeployment`'s resourceVersion, so a plan made from a stale cached object writes nothing
+//! at all; then server-side apply of every child (field manager `kandle-operator`, forced),
+//! deletion of children no longer wanted (only the very object observed, by UID), then the
+//! planned events. No decisions are made here.
 
 use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kandle_crds::ModelDeployment;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -15,7 +17,7 @@ use std::fmt::Debug;
 
 use crate::config::{CONTROLLER_NAME, FIELD_MANAGER};
 use crate::error::Error;
-use crate::plan::{ChildKind, EventKind, Plan};
+use crate::plan::{ChildKind, ChildRef, EventKind, Plan};
 
 /// Applies `plan` and publishes its events with a recorder made for this call.
 pub async fn apply(client: &Client, md: &ModelDeployment, plan: &Plan) -> Result<(), Error> {
@@ -41,6 +43,28 @@ pub async fn apply_with(
         .namespace()
         .ok_or_else(|| Error::MissingNamespace { name: name.clone() })?;
     let key = format!("{ns}/{name}");
+
+    // The resourceVersion makes the write conditional: a pass planned from a cached object that
+    // has since changed gets 409 before it touches any child, instead of writing children (a
+    // retired revision scaled back up) and a status (and condition times) derived from an
+    // older object.
+    let status = serde_json::json!({
+        "apiVersion": ModelDeployment::api_version(&()),
+        "kind": ModelDeployment::kind(&()),
+        "metadata": { "resourceVersion": md.resource_version() },
+        "status": plan.status,
+    });
+    Api::<ModelDeployment>::namespaced(client.clone(), &ns)
+        .patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&status),
+        )
+        .await
+        .map_err(|source| Error::ApplyStatus {
+            md: key.clone(),
+            source,
+        })?;
 
     // Record revisions before anything serves them.
     for revision in &plan.revisions {
@@ -81,13 +105,13 @@ pub async fn apply_with(
     }
     for orphan in &plan.delete {
         let result = match orphan.kind {
-            ChildKind::Deployment => delete::<Deployment>(client, &ns, &orphan.name).await,
+            ChildKind::Deployment => delete::<Deployment>(client, &ns, orphan).await,
             ChildKind::ControllerRevision => {
-                delete::<ControllerRevision>(client, &ns, &orphan.name).await
+                delete::<ControllerRevision>(client, &ns, orphan).await
             }
-            ChildKind::Service => delete::<Service>(client, &ns, &orphan.name).await,
+            ChildKind::Service => delete::<Service>(client, &ns, orphan).await,
             ChildKind::PodDisruptionBudget => {
-                delete::<PodDisruptionBudget>(client, &ns, &orphan.name).await
+                delete::<PodDisruptionBudget>(client, &ns, orphan).await
             }
         };
         result.map_err(|source| Error::DeleteOrphan {
@@ -96,27 +120,6 @@ pub async fn apply_with(
             source,
         })?;
     }
-
-    // The resourceVersion makes the write conditional: a pass planned from a cached object that
-    // has since changed gets 409 instead of writing a status (and condition times) derived from
-    // an older one, which would wake another pass and flip the status back and forth.
-    let status = serde_json::json!({
-        "apiVersion": ModelDeployment::api_version(&()),
-        "kind": ModelDeployment::kind(&()),
-        "metadata": { "resourceVersion": md.resource_version() },
-        "status": plan.status,
-    });
-    Api::<ModelDeployment>::namespaced(client.clone(), &ns)
-        .patch_status(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&status),
-        )
-        .await
-        .map_err(|source| Error::ApplyStatus {
-            md: key.clone(),
-            source,
-        })?;
 
     let reference = md.object_ref(&());
     for planned in &plan.events {
@@ -159,20 +162,28 @@ where
         .await
 }
 
-/// Deletes a child; one already gone is fine.
-async fn delete<K>(client: &Client, ns: &str, name: &str) -> Result<(), kube::Error>
+/// Deletes a child, only the object observed (its UID); one already gone, or replaced by
+/// another object of the same name since, is left alone.
+async fn delete<K>(client: &Client, ns: &str, child: &ChildRef) -> Result<(), kube::Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
         + DeserializeOwned
         + Debug,
 {
+    let params = DeleteParams {
+        preconditions: child.uid.clone().map(|uid| Preconditions {
+            uid: Some(uid),
+            resource_version: None,
+        }),
+        ..DeleteParams::background()
+    };
     match Api::<K>::namespaced(client.clone(), ns)
-        .delete(name, &DeleteParams::background())
+        .delete(&child.name, &params)
         .await
     {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
+        Err(kube::Error::Api(status)) if status.is_not_found() || status.code == 409 => Ok(()),
         Err(err) => Err(err),
     }
 }

@@ -51,6 +51,23 @@ pub struct RunArgs {
     /// Image of the init container that downloads `http` model sources.
     #[arg(long, env = "KANDLE_FETCH_IMAGE", default_value = DEFAULT_FETCH_IMAGE)]
     pub fetch_image: String,
+    /// Seconds pods may wait for room on the nodes (a cluster autoscaler adding one) before
+    /// the ModelDeployment is reported Degraded (Unschedulable).
+    #[arg(
+        long,
+        env = "KANDLE_UNSCHEDULABLE_GRACE_SECONDS",
+        default_value_t = 300
+    )]
+    pub unschedulable_grace_seconds: u64,
+    /// Folder prefixes `hostPath` model sources may name, comma-separated (default: none, so
+    /// hostPath sources are refused). Whoever may create a ModelDeployment may mount these
+    /// folders of any node into its pods.
+    #[arg(long, env = "KANDLE_ALLOWED_HOST_PATHS", value_delimiter = ',')]
+    pub allowed_host_paths: Vec<String>,
+    /// How many ModelDeployments may roll out a change the operator itself caused (a new
+    /// default runtime image, fetch image or pod template) at once; the others wait their turn.
+    #[arg(long, env = "KANDLE_MAX_CONCURRENT_UPGRADES", default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_concurrent_upgrades: u16,
     /// Port serving /metrics, /healthz and /readyz.
     #[arg(long, env = "KANDLE_METRICS_PORT", default_value_t = 8081)]
     pub metrics_port: u16,
@@ -79,6 +96,9 @@ impl RunArgs {
             runtime_image: self.runtime_image.clone(),
             namespace: self.namespace.clone(),
             fetch_image: self.fetch_image.clone(),
+            unschedulable_grace: std::time::Duration::from_secs(self.unschedulable_grace_seconds),
+            allowed_host_paths: self.allowed_host_paths.clone(),
+            max_concurrent_upgrades: usize::from(self.max_concurrent_upgrades),
             ..OperatorConfig::default()
         }
     }

@@ -26,6 +26,16 @@ pub struct OperatorConfig {
     pub requeue_waiting: Duration,
     /// How soon to look again when nothing is waiting (a safety net for missed watch events).
     pub requeue_idle: Duration,
+    /// How long pods may wait for room on the nodes (a cluster autoscaler adding one) before
+    /// the `ModelDeployment` is reported `Degraded` with reason `Unschedulable`.
+    pub unschedulable_grace: Duration,
+    /// Folder prefixes a `hostPath` model source may name. Empty (the default): `hostPath`
+    /// sources are refused, since whoever creates a `ModelDeployment` could otherwise mount any
+    /// folder of the node into its pods.
+    pub allowed_host_paths: Vec<String>,
+    /// How many `ModelDeployment`s may roll out a change the operator caused (a new default
+    /// runtime image, fetch image or template code) at once.
+    pub max_concurrent_upgrades: usize,
 }
 
 impl Default for OperatorConfig {
@@ -36,6 +46,9 @@ impl Default for OperatorConfig {
             fetch_image: DEFAULT_FETCH_IMAGE.to_string(),
             requeue_waiting: Duration::from_secs(10),
             requeue_idle: Duration::from_secs(300),
+            unschedulable_grace: Duration::from_secs(300),
+            allowed_host_paths: Vec::new(),
+            max_concurrent_upgrades: 10,
         }
     }
 }

@@ -1,5 +1,5 @@
-//! The kube-runtime controller: watches `ModelDeployment`s and the children they own, and runs
-//! observe → plan → apply for each. The reconcile function holds no rules of its own.
+//! The kube-runtime controller: watches `ModelDeployment`s, the children they own and their
+//! pods, and runs observe → plan → apply for each. The reconcile function holds no rules of its own.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -7,12 +7,13 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kandle_crds::{labels, ModelDeployment};
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller, Error as ControllerError};
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 
@@ -21,10 +22,14 @@ use crate::config::{OperatorConfig, CONTROLLER_NAME};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::observe::observe;
-use crate::plan::{plan, rejected};
+use crate::plan::{plan, rejected, wants_operator_upgrade};
+use crate::upgrades::UpgradeSlots;
 
 /// How soon a failed pass is retried.
 const ERROR_REQUEUE: Duration = Duration::from_secs(15);
+/// A slot of a `ModelDeployment` that no pass refreshed for this long is freed (rolling ones
+/// are looked at every `requeue_waiting`).
+const UPGRADE_SLOT_EXPIRY: Duration = Duration::from_secs(300);
 /// Backstop after a stale pass; the watch event of the newer object usually comes first.
 const STALE_REQUEUE: Duration = Duration::from_secs(1);
 
@@ -38,6 +43,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// The operator's metrics.
     pub metrics: Arc<Metrics>,
+    /// Slots for rollouts the operator itself causes.
+    pub upgrades: UpgradeSlots,
 }
 
 impl Context {
@@ -60,11 +67,13 @@ impl Context {
                 instance,
             },
         );
+        let upgrades = UpgradeSlots::new(config.max_concurrent_upgrades, UPGRADE_SLOT_EXPIRY);
         Arc::new(Context {
             client,
             config,
             recorder,
             metrics,
+            upgrades,
         })
     }
 }
@@ -85,7 +94,13 @@ async fn reconcile_once(md: &ModelDeployment, ctx: &Context) -> Result<Action, E
         // Owner references take the children with it.
         return Ok(Action::await_change());
     }
-    let observed = observe(&ctx.client, md).await?;
+    let mut observed = observe(&ctx.client, md).await?;
+    let key = format!("{}/{}", md.namespace().unwrap_or_default(), md.name_any());
+    if wants_operator_upgrade(md, &observed, &ctx.config) {
+        observed.upgrade_waits = !ctx.upgrades.try_hold(&key, Instant::now());
+    } else {
+        ctx.upgrades.release(&key);
+    }
     let now = chrono::Utc::now();
     let plan = plan(md, &observed, now, &ctx.config);
     tracing::debug!(
@@ -102,10 +117,15 @@ async fn reconcile_once(md: &ModelDeployment, ctx: &Context) -> Result<Action, E
             tracing::debug!(md = %md.name_any(), "status write refused as stale; replanning");
             return Ok(Action::requeue(STALE_REQUEUE));
         }
-        // A child Kubernetes refuses as invalid is the user's to fix: say so in the status.
+        // A child Kubernetes refuses as invalid is the user's to fix: say so in the status,
+        // on the object as it is now (the plan's status write moved its resourceVersion on).
         if let Some(refusal) = err.refusal() {
             let report = rejected(md, &plan, &refusal, now);
-            if let Err(report_err) = apply_with(&ctx.client, &ctx.recorder, md, &report).await {
+            let reported = match fresh(&ctx.client, md).await {
+                Ok(current) => apply_with(&ctx.client, &ctx.recorder, &current, &report).await,
+                Err(read_err) => Err(read_err),
+            };
+            if let Err(report_err) = reported {
                 tracing::warn!(md = %md.name_any(), error = %report_err, "reporting a refused child failed");
             }
         }
@@ -116,6 +136,20 @@ async fn reconcile_once(md: &ModelDeployment, ctx: &Context) -> Result<Action, E
     } else {
         ctx.config.requeue_idle
     }))
+}
+
+/// The `ModelDeployment` as the API server holds it now.
+async fn fresh(client: &Client, md: &ModelDeployment) -> Result<ModelDeployment, Error> {
+    let ns = md.namespace().ok_or_else(|| Error::MissingNamespace {
+        name: md.name_any(),
+    })?;
+    Api::<ModelDeployment>::namespaced(client.clone(), &ns)
+        .get(&md.name_any())
+        .await
+        .map_err(|source| Error::ApplyStatus {
+            md: format!("{ns}/{}", md.name_any()),
+            source,
+        })
 }
 
 /// Logs a failed pass and retries it later (failures are counted in [`reconcile`]).
@@ -158,7 +192,17 @@ pub async fn run_with_context(
         )
         .owns(
             scoped::<PodDisruptionBudget>(&client, namespace.as_deref()),
+            children.clone(),
+        )
+        // Pods belong to ReplicaSets, not to the ModelDeployment: map them by label. A pod that
+        // crashes, cannot pull its image or finds no node wakes its ModelDeployment at once.
+        .watches(
+            scoped::<Pod>(&client, namespace.as_deref()),
             children,
+            |pod| {
+                let md = pod.labels().get(labels::MODEL_DEPLOYMENT)?;
+                Some(ObjectRef::new(md).within(&pod.namespace()?))
+            },
         )
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)

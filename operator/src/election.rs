@@ -1,9 +1,10 @@
-//! Runs work only while this replica holds the leader Lease: acquire (or wait for) the lease,
-//! renew it while the work runs, stop when it is lost, and hand it back on a clean exit. The
-//! decisions come from [`crate::leader`]; this module only reads and writes the Lease.
+//! Runs work only while this replica holds the leader Lease: wait for the lease and acquire it,
+//! renew it while the work runs, drop the work when the lease is lost or cannot be renewed in
+//! time, and hand it back on a clean exit. The decisions and the timing rules come from
+//! [`crate::leader`] (see its module docs); this module only reads and writes the Lease and
+//! keeps the time on the monotonic clock.
 
 use std::future::Future;
-use std::time::Duration;
 
 use chrono::Utc;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -11,9 +12,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PostParams};
 use kube::Client;
 use tokio::sync::watch;
-use tokio::time::{interval, sleep, Instant, MissedTickBehavior};
+use tokio::time::{sleep, sleep_until, timeout_at, Instant};
 
-use crate::leader::{decide, next_spec, released_spec};
+use crate::leader::{
+    decide, leading_until, next_spec, observe, released_spec, LeaseRecord, LeaseTiming, Observation,
+};
 
 /// Where the lease lives, who we are and how long terms last.
 #[derive(Clone, Debug)]
@@ -24,30 +27,25 @@ pub struct LeaseSettings {
     pub name: String,
     /// This replica's identity (its pod name).
     pub identity: String,
-    /// How long a term lasts without renewal.
-    pub duration: Duration,
-    /// How often the holder renews.
-    pub renew_period: Duration,
-    /// How often a standby tries to take the lease.
-    pub retry_period: Duration,
+    /// Term, renew deadline and retry period.
+    pub timing: LeaseTiming,
 }
 
 impl LeaseSettings {
-    /// Settings with the usual timing: 15 s terms, renewed every 5 s, retried every 2 s.
+    /// Settings with the usual timing: 15 s terms, a 10 s renew deadline, 2 s retries.
     pub fn new(namespace: String, name: String, identity: String) -> Self {
         Self {
             namespace,
             name,
             identity,
-            duration: Duration::from_secs(15),
-            renew_period: Duration::from_secs(5),
-            retry_period: Duration::from_secs(2),
+            timing: LeaseTiming::default(),
         }
     }
 }
 
 /// Waits for the lease, then runs `work` while renewing it. Returns `work`'s result, an error
-/// when the lease is lost, or `Ok` when `shutdown` turns true before the lease was won.
+/// when the lease is lost or not renewed within the renew deadline (`work` is dropped first),
+/// or `Ok` when `shutdown` turns true before the lease was won.
 pub async fn run_while_leading<F>(
     client: Client,
     settings: LeaseSettings,
@@ -57,50 +55,35 @@ pub async fn run_while_leading<F>(
 where
     F: Future<Output = anyhow::Result<()>>,
 {
+    settings.timing.validate()?;
     let api = Api::<Lease>::namespaced(client, &settings.namespace);
-    loop {
+    let mut seen: Option<Observation> = None;
+    let acquired_at = loop {
         if *shutdown.borrow() {
             return Ok(());
         }
-        match try_hold(&api, &settings).await {
-            Ok(true) => break,
+        let attempt_started = Instant::now();
+        match try_hold(&api, &settings, &mut seen).await {
+            Ok(true) => break attempt_started,
             Ok(false) => tracing::debug!(lease = %settings.name, "another replica leads; waiting"),
             Err(err) => {
                 tracing::warn!(lease = %settings.name, error = %err, "reading the leader lease failed")
             }
         }
         tokio::select! {
-            _ = sleep(settings.retry_period) => {}
+            _ = sleep(settings.timing.retry_period) => {}
             _ = shutdown.changed() => {}
         }
-    }
+    };
     tracing::info!(identity = %settings.identity, lease = %settings.name, "became the leader");
 
-    let mut ticker = interval(settings.renew_period);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut renewed_at = Instant::now();
-    let work = std::pin::pin!(work);
-    let mut work = work;
-    let result = loop {
-        tokio::select! {
-            result = &mut work => break result,
-            _ = ticker.tick() => match try_hold(&api, &settings).await {
-                Ok(true) => renewed_at = Instant::now(),
-                Ok(false) => break Err(anyhow::anyhow!(
-                    "lost the leader lease {}/{} to another replica", settings.namespace, settings.name
-                )),
-                Err(err) => {
-                    tracing::warn!(error = %err, "renewing the leader lease failed");
-                    if renewed_at.elapsed() >= settings.duration {
-                        break Err(anyhow::anyhow!(
-                            "could not renew the leader lease {}/{} for {:?}",
-                            settings.namespace, settings.name, settings.duration
-                        ));
-                    }
-                }
-            },
-        }
+    let mut work = Box::pin(work);
+    let result = tokio::select! {
+        result = &mut work => result,
+        lost = keep_renewing(&api, &settings, acquired_at) => Err(lost),
     };
+    // Stop the work before anything else, so nothing more is written once the lease is lost.
+    drop(work);
     if result.is_ok() {
         if let Err(err) = release(&api, &settings).await {
             tracing::warn!(error = %err, "handing back the leader lease failed");
@@ -109,13 +92,59 @@ where
     result
 }
 
+/// Renews the lease every retry period; returns why leading must stop: another replica holds
+/// the lease, or no renewal succeeded within the renew deadline of the last successful one
+/// (`acquired_at` at first). A renewal counts from when it was sent.
+async fn keep_renewing(
+    api: &Api<Lease>,
+    settings: &LeaseSettings,
+    acquired_at: Instant,
+) -> anyhow::Error {
+    let timing = settings.timing;
+    let lease = format!("{}/{}", settings.namespace, settings.name);
+    let mut renewed_at = acquired_at;
+    loop {
+        let deadline = Instant::from_std(leading_until(renewed_at.into_std(), &timing));
+        sleep_until((Instant::now() + timing.retry_period).min(deadline)).await;
+        let attempt_started = Instant::now();
+        if attempt_started >= deadline {
+            return anyhow::anyhow!(
+                "could not renew the leader lease {lease} within {:?}; stopped leading",
+                timing.renew_deadline
+            );
+        }
+        // An attempt may not outlast the deadline, so a hung request cannot keep us leading.
+        match timeout_at(deadline, try_hold(api, settings, &mut None)).await {
+            Ok(Ok(true)) => renewed_at = attempt_started,
+            Ok(Ok(false)) => {
+                return anyhow::anyhow!("lost the leader lease {lease} to another replica")
+            }
+            Ok(Err(err)) => tracing::warn!(error = %err, "renewing the leader lease failed"),
+            Err(_) => tracing::warn!("renewing the leader lease timed out"),
+        }
+    }
+}
+
 /// Acquires or renews the lease; `Ok(false)` when another replica holds it or won a race.
-async fn try_hold(api: &Api<Lease>, settings: &LeaseSettings) -> Result<bool, kube::Error> {
+/// `seen` carries what this replica last observed of the lease, and when, between calls.
+async fn try_hold(
+    api: &Api<Lease>,
+    settings: &LeaseSettings,
+    seen: &mut Option<Observation>,
+) -> Result<bool, kube::Error> {
     let current = api.get_opt(&settings.name).await?;
+    let now = Instant::now().into_std();
+    let observation = observe(seen.take(), LeaseRecord::of(current.as_ref()), now);
+    let decision = decide(
+        &observation,
+        now,
+        &settings.identity,
+        settings.timing.duration,
+    );
+    *seen = Some(observation);
     let spec = current.as_ref().and_then(|lease| lease.spec.as_ref());
-    let now = Utc::now();
-    let decision = decide(spec, now, &settings.identity);
-    let Some(next) = next_spec(spec, &decision, now, &settings.identity, settings.duration) else {
+    let duration = settings.timing.duration;
+    let Some(next) = next_spec(spec, &decision, Utc::now(), &settings.identity, duration) else {
         return Ok(false);
     };
     // Create and replace carry the resource version read above, so of two replicas racing for

@@ -152,7 +152,8 @@ impl Error {
         };
         match source {
             kube::Error::Api(status) if status.code == 400 || status.code == 422 => Some(format!(
-                "the API server rejected {kind} {name}: {}",
+                "{}{kind} {name}: {}",
+                crate::plan::REJECTED_PREFIX,
                 status.message
             )),
             _ => None,

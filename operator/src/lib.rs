@@ -25,8 +25,11 @@ pub mod leader;
 pub mod metrics;
 pub mod observe;
 pub mod plan;
+pub mod pod_problems;
+pub mod rbac;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
+pub mod upgrades;
 
 pub use config::OperatorConfig;
 pub use error::Error;

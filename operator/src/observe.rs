@@ -10,17 +10,8 @@ use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 
 use crate::error::Error;
-
-/// A pod of the `ModelDeployment` that the scheduler could not place.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SchedulingFailure {
-    /// Pod name.
-    pub pod: String,
-    /// The pod's `kandle.dev/revision` label, if any.
-    pub revision: Option<String>,
-    /// The scheduler's message, e.g. `0/3 nodes are available: 3 Insufficient nvidia.com/gpu.`
-    pub message: String,
-}
+use crate::pod_problems::{pod_problem, scheduling_failure};
+pub use crate::pod_problems::{PodProblem, ProblemKind, SchedulingFailure};
 
 /// Everything the cluster holds for one `ModelDeployment`.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -35,6 +26,12 @@ pub struct Observed {
     pub pdb: Option<PodDisruptionBudget>,
     /// Pods the scheduler marked `PodScheduled=False` with reason `Unschedulable`, sorted by pod.
     pub unschedulable: Vec<SchedulingFailure>,
+    /// Pods with a failing container (crash loop, image pull, model fetch), sorted by pod.
+    pub pod_problems: Vec<PodProblem>,
+    /// The operator's upgrade budget is full: a rollout caused only by the operator (see
+    /// [`crate::plan::wants_operator_upgrade`]) must wait. Set by the controller, not read from
+    /// the cluster.
+    pub upgrade_waits: bool,
     /// Whether the PVC named by a `pvc` model source exists; `None` when the source is not a
     /// PVC.
     pub pvc_exists: Option<bool>,
@@ -97,9 +94,15 @@ pub async fn observe(client: &Client, md: &ModelDeployment) -> Result<Observed, 
             source,
         })?
         .items;
-    let mut unschedulable: Vec<SchedulingFailure> =
-        pods.iter().filter_map(scheduling_failure).collect();
+    // Pods on their way out say nothing about the revision's health.
+    let live = || {
+        pods.iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+    };
+    let mut unschedulable: Vec<SchedulingFailure> = live().filter_map(scheduling_failure).collect();
     unschedulable.sort_by(|a, b| a.pod.cmp(&b.pod));
+    let mut pod_problems: Vec<PodProblem> = live().filter_map(pod_problem).collect();
+    pod_problems.sort_by(|a, b| a.pod.cmp(&b.pod));
 
     let pvc_exists = match &md.spec.model.source.pvc {
         Some(pvc) => Some(
@@ -122,28 +125,8 @@ pub async fn observe(client: &Client, md: &ModelDeployment) -> Result<Observed, 
         service,
         pdb,
         unschedulable,
+        pod_problems,
+        upgrade_waits: false,
         pvc_exists,
-    })
-}
-
-/// The scheduler's complaint about a pod, if it could not be scheduled.
-pub fn scheduling_failure(pod: &Pod) -> Option<SchedulingFailure> {
-    let condition = pod
-        .status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == "PodScheduled")?;
-    if condition.status != "False" || condition.reason.as_deref() != Some("Unschedulable") {
-        return None;
-    }
-    Some(SchedulingFailure {
-        pod: pod.name_any(),
-        revision: pod.labels().get(labels::REVISION).cloned(),
-        message: condition
-            .message
-            .clone()
-            .unwrap_or_else(|| "no message from the scheduler".into()),
     })
 }

@@ -15,14 +15,14 @@ use kandle_crds::{
 };
 use kube::ResourceExt;
 
-use crate::observe::{Observed, SchedulingFailure};
+use crate::observe::{Observed, PodProblem, ProblemKind, SchedulingFailure};
 use crate::plan::{revision_name, Plan};
 
 /// Namespace of test resources unless told otherwise.
 pub const TEST_NAMESPACE: &str = "models";
 
-/// Starts a `ModelDeployment` named `name`: one replica of model `name` on CPU, from a host
-/// folder, in [`TEST_NAMESPACE`], generation 1.
+/// Starts a `ModelDeployment` named `name`: one replica of model `name` on CPU, from an OCI
+/// image of the weights, in [`TEST_NAMESPACE`], generation 1.
 pub fn md(name: &str) -> MdBuilder {
     let spec = ModelDeploymentSpec {
         model: ModelSpec {
@@ -30,8 +30,9 @@ pub fn md(name: &str) -> MdBuilder {
             version: Some("v1".to_string()),
             task: Task::Embedding,
             source: ModelSource {
-                host_path: Some(HostPathSource {
-                    path: format!("/var/lib/models/{name}"),
+                image: Some(ImageSource {
+                    reference: format!("registry.example.com/models/{name}:v1"),
+                    pull_policy: None,
                 }),
                 ..Default::default()
             },
@@ -180,6 +181,28 @@ impl MdBuilder {
             }),
             ..Default::default()
         };
+        self
+    }
+    /// Mounts the model from the node folder `path`.
+    pub fn from_host_path(mut self, path: &str) -> Self {
+        self.md.spec.model.source = ModelSource {
+            host_path: Some(HostPathSource {
+                path: path.to_string(),
+            }),
+            ..Default::default()
+        };
+        self
+    }
+    /// Rolls out with this surge and unavailability budget.
+    pub fn with_budget(mut self, max_surge: i32, max_unavailable: i32) -> Self {
+        use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+        self.md.spec.rollout.max_surge = IntOrString::Int(max_surge);
+        self.md.spec.rollout.max_unavailable = IntOrString::Int(max_unavailable);
+        self
+    }
+    /// Gives a new revision `seconds` to become available.
+    pub fn with_progress_deadline(mut self, seconds: i32) -> Self {
+        self.md.spec.rollout.progress_deadline_seconds = seconds;
         self
     }
     /// Downloads the model archive from `url`, checked against `sha256`.
@@ -382,6 +405,41 @@ impl ObservedBuilder {
             pod,
             revision: Some(hash.to_string()),
             message: message.to_string(),
+            since: None,
+        });
+        self
+    }
+    /// Like [`ObservedBuilder::unschedulable`], with the time the scheduler first said so.
+    pub fn unschedulable_since(
+        mut self,
+        md_name: &str,
+        hash: &str,
+        message: &str,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Self {
+        self = self.unschedulable(md_name, hash, message);
+        if let Some(last) = self.observed.unschedulable.last_mut() {
+            last.since = Some(crate::plan::kube_time(since));
+        }
+        self
+    }
+    /// A pod of revision `hash` of `md_name` with a failing `container`.
+    pub fn failing(mut self, md_name: &str, hash: &str, kind: ProblemKind, message: &str) -> Self {
+        let pod = format!(
+            "{}-p{}",
+            revision_name(md_name, hash),
+            self.observed.pod_problems.len()
+        );
+        self.observed.pod_problems.push(PodProblem {
+            pod,
+            revision: Some(hash.to_string()),
+            kind,
+            container: match kind {
+                ProblemKind::InitFailed => crate::plan::FETCH_CONTAINER.to_string(),
+                _ => crate::plan::RUNTIME_CONTAINER.to_string(),
+            },
+            message: message.to_string(),
+            restarts: 3,
         });
         self
     }

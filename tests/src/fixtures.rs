@@ -44,7 +44,7 @@ pub fn model_deployment(name: &str, replicas: i32) -> ModelDeployment {
     let mut md = ModelDeployment::new(
         name,
         serde_json::from_value(json!({
-            "model": { "name": name, "source": { "hostPath": { "path": "/models/minilm" } } },
+            "model": { "name": name, "source": { "image": { "reference": "registry.example.com/models/minilm:v1" } } },
             "replicas": replicas,
         }))
         .expect("the fixture spec matches the ModelDeployment schema"),

@@ -3,9 +3,11 @@
 //! deadline instead of sleeping.
 #![forbid(unsafe_code)]
 
+pub mod e2e;
 pub mod fake_api;
 pub mod fixtures;
 pub mod harness;
+pub mod kubelet;
 pub mod wait;
 
 pub use fake_api::FakeApiServer;

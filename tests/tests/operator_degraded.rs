@@ -63,7 +63,7 @@ async fn a_missing_pvc_degrades_the_model_deployment_and_leaves_the_running_revi
     h.converge(TEST_NAMESPACE, "minilm").await.expect("ready");
     let before = snapshot(&h);
 
-    let to_pvc = json!({"spec": {"model": {"source": {"hostPath": null, "pvc": {"claimName": "minilm-weights"}}}}});
+    let to_pvc = json!({"spec": {"model": {"source": {"image": null, "pvc": {"claimName": "minilm-weights"}}}}});
     h.mds(TEST_NAMESPACE)
         .patch("minilm", &PatchParams::default(), &Patch::Merge(to_pvc))
         .await

@@ -59,7 +59,11 @@ async fn a_new_model_version_rolls_out_and_the_old_revision_waits_for_it() {
         .map(|d| d.name_any())
         .find(|n| *n != old)
         .expect("a new Deployment");
-    assert_eq!(replicas(find(&deployments, &new)), Some(2));
+    assert_eq!(
+        replicas(find(&deployments, &new)),
+        Some(1),
+        "the new revision starts with its surge pod (25% of 2, rounded up)"
+    );
     assert_eq!(
         replicas(find(&deployments, &old)),
         Some(2),
@@ -99,14 +103,25 @@ async fn a_new_model_version_rolls_out_and_the_old_revision_waits_for_it() {
         Some(2)
     );
 
-    h.make_available(find(
-        &h.deployments_of("minilm").expect("deployments"),
-        &new,
-    ))
-    .expect("new available");
-    h.reconcile(TEST_NAMESPACE, "minilm")
-        .await
-        .expect("promoting pass");
+    // Each new pod that becomes available lets one old pod go.
+    for (old_replicas, new_replicas) in [(1, 2), (0, 2)] {
+        h.make_available(find(
+            &h.deployments_of("minilm").expect("deployments"),
+            &new,
+        ))
+        .expect("new available");
+        h.reconcile(TEST_NAMESPACE, "minilm")
+            .await
+            .expect("rolling pass");
+        let deployments = h.deployments_of("minilm").expect("deployments");
+        assert_eq!(
+            (
+                replicas(find(&deployments, &old)),
+                replicas(find(&deployments, &new))
+            ),
+            (Some(old_replicas), Some(new_replicas))
+        );
+    }
 
     let deployments = h.deployments_of("minilm").expect("deployments");
     assert_eq!(

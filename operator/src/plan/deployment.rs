@@ -10,12 +10,8 @@ use kube::ResourceExt;
 
 use super::meta;
 use super::pod_template::pod_template;
-use super::revision::{revision_name, RevisionSnapshot};
+use super::revision::{revision_name, KnownRevision, RevisionSnapshot, TEMPLATE_VERSION};
 use crate::config::OperatorConfig;
-
-/// How long a revision's Deployment may take to make progress before Kubernetes marks it
-/// failed: model downloads and loads are slow.
-const PROGRESS_DEADLINE_SECONDS: i32 = 1200;
 
 /// The Deployment of the revision described by `snapshot`, at `replicas`.
 pub fn deployment(
@@ -46,16 +42,35 @@ pub fn deployment(
                 }),
             }),
             revision_history_limit: Some(1),
-            progress_deadline_seconds: Some(PROGRESS_DEADLINE_SECONDS),
+            // Kubernetes reports the same deadline on the Deployment (`kubectl rollout status`).
+            progress_deadline_seconds: Some(md.spec.rollout.progress_deadline_seconds),
             ..Default::default()
         }),
         status: None,
     }
 }
 
+/// The Deployment of a recorded revision at `replicas`: rendered from its recorded snapshot, so
+/// kandle applies exactly the fields it owns, when the same template code recorded it;
+/// otherwise the observed Deployment re-stated with only the replica count changed.
+pub fn restated(
+    md: &ModelDeployment,
+    observed: &Deployment,
+    known: Option<&KnownRevision>,
+    replicas: i32,
+    config: &OperatorConfig,
+) -> Deployment {
+    match known.and_then(|k| k.snapshot.as_ref()) {
+        Some(snapshot) if snapshot.template_version == TEMPLATE_VERSION => {
+            deployment(md, snapshot, replicas, config)
+        }
+        _ => rescaled(md, observed, replicas),
+    }
+}
+
 /// An observed Deployment of another revision, re-stated as a full object with kandle's
 /// metadata and `replicas`; its selector and template stay exactly as they run.
-pub fn rescaled(md: &ModelDeployment, observed: &Deployment, replicas: i32) -> Deployment {
+fn rescaled(md: &ModelDeployment, observed: &Deployment, replicas: i32) -> Deployment {
     let md_name = md.name_any();
     let hash = revision_of(observed).unwrap_or_default();
     let mut spec = observed.spec.clone().unwrap_or_default();

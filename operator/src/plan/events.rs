@@ -8,13 +8,19 @@ use super::rollout::Rollout;
 use super::status::{self, Verdict};
 use super::{EventKind, PlannedEvent};
 
-/// A Warning when `Degraded` turns true or its complaint changes.
+/// A Warning when `Degraded` turns true or its complaint changes: another reason, or another
+/// revision. A complaint about a revision whose words change (a scheduler's node count, a
+/// restart count) is the same complaint and is not repeated.
 pub fn degraded_event(previous: &ModelDeploymentStatus, degraded: &Verdict) -> Vec<PlannedEvent> {
     if !degraded.status {
         return Vec::new();
     }
     let unchanged = status::find(&previous.conditions, conditions::DEGRADED).is_some_and(|c| {
-        c.status == "True" && c.reason == degraded.reason && c.message == degraded.message
+        let same_complaint = match &degraded.subject {
+            Some(subject) => status::subject_of(&c.message) == Some(subject.as_str()),
+            None => c.message == degraded.message,
+        };
+        c.status == "True" && c.reason == degraded.reason && same_complaint
     });
     if unchanged {
         return Vec::new();
@@ -22,10 +28,11 @@ pub fn degraded_event(previous: &ModelDeploymentStatus, degraded: &Verdict) -> V
     vec![PlannedEvent {
         kind: EventKind::Warning,
         reason: degraded.reason,
-        action: if degraded.reason == reasons::INVALID_SPEC {
-            "Validate"
-        } else {
-            "Schedule"
+        action: match degraded.reason {
+            reasons::INVALID_SPEC => "Validate",
+            reasons::UNSCHEDULABLE => "Schedule",
+            reasons::NOT_OWNED => "Adopt",
+            _ => "Rollout",
         },
         message: degraded.message.clone(),
     }]

@@ -20,6 +20,8 @@ pub struct HistoryInput<'a> {
     pub stable: Option<&'a str>,
     /// The spec went back to a known revision in this pass.
     pub returned_to_known: bool,
+    /// The target ran out of its progress deadline and was given up on.
+    pub gave_up: bool,
     /// The time of this pass.
     pub now: &'a Time,
 }
@@ -61,7 +63,11 @@ fn outcome(
         return RevisionOutcome::Stable;
     }
     if input.target == name {
-        return RevisionOutcome::Progressing;
+        return if input.gave_up {
+            RevisionOutcome::Failed
+        } else {
+            RevisionOutcome::Progressing
+        };
     }
     match before {
         // A rollout left behind: rolled back when the spec returned to an older revision,

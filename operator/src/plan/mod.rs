@@ -2,17 +2,21 @@
 //! what the cluster should hold (children to apply and delete), the full status, and the events
 //! worth publishing. No I/O; every rule of the operator lives here and below.
 
+mod budget;
 mod deployment;
 mod events;
 mod history;
 mod meta;
 mod model_volume;
+mod ownership;
 mod pod_template;
+mod progress;
 mod rejection;
 mod revision;
 mod rollout;
 mod service;
 mod status;
+mod upgrade;
 mod verdicts;
 
 #[cfg(test)]
@@ -31,18 +35,38 @@ use kube::ResourceExt;
 pub use deployment::is_available;
 pub use meta::{owner_reference, pod_selector_labels, pod_selector_string, revision_labels};
 pub use model_volume::{FETCH_CONTAINER, MODEL_DIR, MODEL_VOLUME};
+pub use ownership::controlled_by;
 pub use pod_template::{
     runtime_args, GPU_PRODUCT_LABEL, PORT_NAME, RUNTIME_CONTAINER, RUNTIME_PORT,
 };
-pub use rejection::rejected;
-pub use revision::{revision_name, KnownRevision, RevisionSnapshot, HASH_LEN};
+pub use rejection::{rejected, REJECTED_PREFIX};
+pub use revision::{revision_name, KnownRevision, RevisionSnapshot, HASH_LEN, TEMPLATE_VERSION};
+
+/// Whether `md`'s current spec differs from its stable revision only in what the operator
+/// supplies (a new default runtime image, fetch image or template code): a rollout the
+/// operator's upgrade budget bounds.
+pub fn wants_operator_upgrade(
+    md: &ModelDeployment,
+    observed: &Observed,
+    config: &OperatorConfig,
+) -> bool {
+    let view = ownership::owned_view(md, observed);
+    let fresh = RevisionSnapshot::of(md, config);
+    let known = known_revisions(&view.observed);
+    let target = revision_name(&md.name_any(), &fresh.hash());
+    let stable = current_stable(md, &view.observed, &known, &target);
+    let stable = stable.and_then(|name| known.into_iter().find(|k| k.name == name));
+    upgrade::pending_upgrade(md, &fresh, stable.as_ref()).is_some()
+}
 pub use service::{service_url, SERVICE_PORT};
 
 use crate::config::OperatorConfig;
 use crate::observe::Observed;
 use history::HistoryInput;
+use ownership::OwnedView;
 use rollout::{current_stable, known_revisions};
 use status::Verdict;
+use verdicts::PodFindings;
 
 /// Kind of a child of a `ModelDeployment`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -76,6 +100,8 @@ pub struct ChildRef {
     pub kind: ChildKind,
     /// Its name.
     pub name: String,
+    /// The UID it was observed with: the deletion only goes ahead for that very object.
+    pub uid: Option<String>,
 }
 
 /// Severity of an event.
@@ -103,7 +129,8 @@ pub struct PlannedEvent {
 /// What the cluster should hold after this pass.
 ///
 /// Children listed are applied whole (server-side apply, forced); children listed in
-/// [`Plan::delete`] are deleted; anything else the `ModelDeployment` owns is left alone.
+/// [`Plan::delete`] are deleted; anything else the `ModelDeployment` owns is left alone, and
+/// nothing it does not control is ever listed.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
     /// Deployments: the target revision's, the stable one's, and zero-replica history.
@@ -137,10 +164,47 @@ pub fn plan(
     config: &OperatorConfig,
 ) -> Plan {
     let previous = md.status.clone().unwrap_or_default();
-    let target_hash = RevisionSnapshot::of(md, config).hash();
-    let degraded = verdicts::degraded_verdict(md, observed, &target_hash);
+    let now = kube_time(now);
+    let view = ownership::owned_view(md, observed);
+    let observed = &view.observed;
+    let target_of = |snapshot: &RevisionSnapshot| revision_name(&md.name_any(), &snapshot.hash());
+    let fresh = RevisionSnapshot::of(md, config);
+    let known = known_revisions(observed);
+    let serving = current_stable(md, observed, &known, &target_of(&fresh));
+    let serving_known = serving
+        .as_deref()
+        .and_then(|name| known.iter().find(|k| k.name == name));
+    let pending = upgrade::pending_upgrade(md, &fresh, serving_known);
+    // An operator-only change waits for a slot: until then the stable revision stays the target.
+    let queued = pending.is_some() && observed.upgrade_waits;
+    let snapshot = match pending {
+        Some(stable_snapshot) if queued => stable_snapshot.clone(),
+        _ => fresh,
+    };
+    let target_hash = snapshot.hash();
+    let target = target_of(&snapshot);
+    let stable = serving.filter(|stable| *stable != target);
+    let target_available = observed
+        .deployments
+        .iter()
+        .any(|d| d.name_any() == target && is_available(d, md.spec.replicas));
+    let deadline_passed = progress::deadline_passed(md, &target, target_available, &now);
+    let findings = PodFindings {
+        md,
+        observed,
+        target: &target,
+        target_hash: &target_hash,
+        stable: stable.as_deref(),
+        now: &now,
+        unschedulable_grace: config.unschedulable_grace,
+    };
+    let spec_problem =
+        verdicts::spec_problem(md, observed, config).or_else(|| rejection::standing_refusal(md));
+    let degraded = match &spec_problem {
+        Some(problem) => Verdict::yes(reasons::INVALID_SPEC, problem.clone()),
+        None => verdicts::degraded_verdict(&findings, view.conflict(md, &target), deadline_passed),
+    };
     let pass = Pass {
-        now: kube_time(now),
         events: events::degraded_event(&previous, &degraded),
         base: ModelDeploymentStatus {
             observed_generation: md.metadata.generation,
@@ -148,24 +212,45 @@ pub fn plan(
             url: Some(service_url(md)),
             ..previous.clone()
         },
+        now: now.clone(),
         previous,
         degraded,
+        deadline_passed,
+        gave_up: deadline_passed && stable.is_some(),
+        upgrade_queued: queued,
+        snapshot,
     };
-    if md.spec.paused {
+    let planned = if md.spec.paused {
         let progressing = Verdict::no(
             reasons::PAUSED,
             "spec.paused is set: no rollout, scaling or cleanup until it is cleared",
         );
-        frozen(md, observed, config, pass, progressing)
-    } else if pass.degraded.status && pass.degraded.reason == reasons::INVALID_SPEC {
+        frozen(md, observed, pass, progressing)
+    } else if let Some(problem) = spec_problem {
         let progressing = Verdict::no(
             reasons::INVALID_SPEC,
-            format!("{}; no new revision is created", pass.degraded.message),
+            format!("{problem}; no new revision is created"),
         );
-        frozen(md, observed, config, pass, progressing)
+        frozen(md, observed, pass, progressing)
     } else {
-        rolled(md, observed, config, pass)
+        rolled(md, &findings, config, pass)
+    };
+    without_foreign(md, &view, planned)
+}
+
+/// Leaves out of `plan` every child that `md` does not control.
+fn without_foreign(md: &ModelDeployment, view: &OwnedView, mut plan: Plan) -> Plan {
+    plan.deployments
+        .retain(|d| view.may_write(md, &d.name_any()));
+    plan.revisions.retain(|r| view.may_write(md, &r.name_any()));
+    if view.service_taken {
+        plan.service = None;
     }
+    if view.pdb_taken {
+        plan.pdb = None;
+    }
+    plan.delete.retain(|c| view.may_write(md, &c.name));
+    plan
 }
 
 /// What every plan of a pass starts from.
@@ -176,20 +261,22 @@ struct Pass {
     events: Vec<PlannedEvent>,
     /// The previous status with what holds whatever the plan: generation, selector, URL.
     base: ModelDeploymentStatus,
+    /// The target revision ran out of its progress deadline.
+    deadline_passed: bool,
+    /// ... while another revision serves: kandle gives up on it.
+    gave_up: bool,
+    /// An operator-only change waits for an upgrade slot.
+    upgrade_queued: bool,
+    /// The snapshot of the target revision.
+    snapshot: RevisionSnapshot,
 }
 
 /// Paused or invalid: change no child, so the running revisions keep serving exactly as they
 /// are; only the status (and a Warning for a new problem) is written.
-fn frozen(
-    md: &ModelDeployment,
-    observed: &Observed,
-    config: &OperatorConfig,
-    pass: Pass,
-    progressing: Verdict,
-) -> Plan {
+fn frozen(md: &ModelDeployment, observed: &Observed, pass: Pass, progressing: Verdict) -> Plan {
     let desired = md.spec.replicas;
     let known = known_revisions(observed);
-    let target = revision_name(&md.name_any(), &RevisionSnapshot::of(md, config).hash());
+    let target = revision_name(&md.name_any(), &pass.snapshot.hash());
     let stable = current_stable(md, observed, &known, &target);
     let counts = status::count(&observed.deployments, Some(&target), stable.as_deref());
     let ready = status::ready_verdict(
@@ -228,10 +315,15 @@ fn frozen(
 }
 
 /// The rolling rollout of the current spec, its Service and disruption budget, and the status.
-fn rolled(md: &ModelDeployment, observed: &Observed, config: &OperatorConfig, pass: Pass) -> Plan {
+fn rolled(
+    md: &ModelDeployment,
+    findings: &PodFindings<'_>,
+    config: &OperatorConfig,
+    pass: Pass,
+) -> Plan {
+    let observed = findings.observed;
     let desired = md.spec.replicas;
-    let snapshot = RevisionSnapshot::of(md, config);
-    let rollout = rollout::roll(md, &snapshot, observed, config);
+    let rollout = rollout::roll(md, &pass.snapshot, observed, config, pass.gave_up);
     let mut events = pass.events;
     events.extend(events::rollout_events(md, &rollout));
     let rolling = rollout.stable.as_deref() != Some(rollout.target.as_str());
@@ -246,19 +338,37 @@ fn rolled(md: &ModelDeployment, observed: &Observed, config: &OperatorConfig, pa
         rollout.stable.is_some(),
         desired,
     );
-    let progressing = verdicts::progressing_verdict(md, &rollout, observed, rolling);
-    let waiting = rolling
+    let progressing = if pass.upgrade_queued {
+        Verdict::yes(
+            reasons::UPGRADE_QUEUED,
+            format!(
+                "revision {} keeps serving: the operator's new pod template (runtime image {}) \
+                 waits for one of the --max-concurrent-upgrades slots",
+                rollout.target,
+                RevisionSnapshot::of(md, config).image(config)
+            ),
+        )
+    } else {
+        verdicts::progressing_verdict(findings, &rollout, rolling, pass.deadline_passed)
+    };
+    let waiting = pass.upgrade_queued
+        || (rolling && !pass.gave_up)
+        || findings.waiting_for_room().is_some()
         || !observed
             .deployments
             .iter()
-            .any(|d| d.name_any() == rollout.target && is_available(d, desired));
+            .any(|d| d.name_any() == serving && is_available(d, desired));
 
     let mut delete = rollout.delete.clone();
-    let pdb = service::pdb(md, desired);
-    if pdb.is_none() && observed.pdb.is_some() {
+    let serving_hash = serving
+        .strip_prefix(&format!("{}-", md.name_any()))
+        .unwrap_or_default();
+    let pdb = service::pdb(md, desired, serving_hash);
+    if let (None, Some(observed_pdb)) = (&pdb, &observed.pdb) {
         delete.push(ChildRef {
             kind: ChildKind::PodDisruptionBudget,
             name: md.name_any(),
+            uid: observed_pdb.uid(),
         });
     }
     let history = history::history(&HistoryInput {
@@ -267,6 +377,7 @@ fn rolled(md: &ModelDeployment, observed: &Observed, config: &OperatorConfig, pa
         target: &rollout.target,
         stable: rollout.stable.as_deref(),
         returned_to_known: rollout.returned_to_known,
+        gave_up: pass.gave_up,
         now: &pass.now,
     });
     let status = ModelDeploymentStatus {
@@ -283,8 +394,10 @@ fn rolled(md: &ModelDeployment, observed: &Observed, config: &OperatorConfig, pa
         updated_replicas: counts.updated_replicas,
         ready: Some(format!("{}/{desired}", counts.serving_ready)),
         stable_revision: rollout.stable.clone(),
-        // The revision being rolled out beside a stable one; a first rollout has nothing beside it.
-        canary_revision: (rolling && rollout.stable.is_some()).then(|| rollout.target.clone()),
+        // The revision being rolled out beside a stable one; a first rollout has nothing beside
+        // it, and a revision given up on is no longer rolling out.
+        canary_revision: (rolling && !pass.gave_up && rollout.stable.is_some())
+            .then(|| rollout.target.clone()),
         canary_weight: None,
         current_step: None,
         history,

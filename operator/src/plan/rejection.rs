@@ -10,6 +10,25 @@ use super::events::degraded_event;
 use super::status::{set_condition, Verdict};
 use super::{kube_time, Plan};
 
+/// How every refusal's message starts.
+pub const REJECTED_PREFIX: &str = "the API server rejected ";
+
+/// The refusal recorded in `md`'s status for its current generation, if any: the spec that was
+/// refused has not changed, so the planner keeps the children as they are instead of applying
+/// the refused ones again on every pass.
+pub fn standing_refusal(md: &ModelDeployment) -> Option<String> {
+    let status = md.status.as_ref()?;
+    if status.observed_generation != md.metadata.generation {
+        return None;
+    }
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == conditions::DEGRADED && c.status == "True")
+        .filter(|c| c.reason == reasons::INVALID_SPEC && c.message.starts_with(REJECTED_PREFIX))
+        .map(|c| c.message.clone())
+}
+
 /// The plan that reports `refusal` (for example "the API server rejected Deployment x: ...")
 /// instead of `planned`, whose children could not be applied.
 pub fn rejected(md: &ModelDeployment, planned: &Plan, refusal: &str, now: DateTime<Utc>) -> Plan {
@@ -19,7 +38,7 @@ pub fn rejected(md: &ModelDeployment, planned: &Plan, refusal: &str, now: DateTi
     let degraded = Verdict::yes(reasons::INVALID_SPEC, refusal);
     let progressing = Verdict::no(
         reasons::INVALID_SPEC,
-        format!("{refusal}; the rollout cannot proceed until the spec is fixed"),
+        format!("{refusal}; no new revision is created"),
     );
     let events = degraded_event(&previous, &degraded);
     let mut status = planned.status.clone();

@@ -29,6 +29,28 @@ pub struct RevisionSnapshot {
     pub resources: ResourcesSpec,
     /// `spec.scheduling`.
     pub scheduling: SchedulingSpec,
+    /// The image of the init container fetching an `http` source (the operator's
+    /// `--fetch-image`), so a new fetch image is a new, recorded revision; unset for sources
+    /// that need no fetch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetch_image: Option<String>,
+    /// Version of the pod template code that rendered this revision. A change of the template
+    /// code bumps [`TEMPLATE_VERSION`], which makes a new revision; an older revision's
+    /// Deployment is then only rescaled, never re-rendered with the new code. Version 1 is not
+    /// written, so revisions recorded before the field existed keep their names.
+    #[serde(default = "first_template", skip_serializing_if = "is_first_template")]
+    pub template_version: u32,
+}
+
+/// Version of the pod template code (see [`RevisionSnapshot::template_version`]).
+pub const TEMPLATE_VERSION: u32 = 1;
+
+fn first_template() -> u32 {
+    1
+}
+
+fn is_first_template(version: &u32) -> bool {
+    *version == 1
 }
 
 impl RevisionSnapshot {
@@ -43,7 +65,20 @@ impl RevisionSnapshot {
             runtime,
             resources: md.spec.resources.clone(),
             scheduling: md.spec.scheduling.clone(),
+            fetch_image: md
+                .spec
+                .model
+                .source
+                .http
+                .as_ref()
+                .map(|_| config.fetch_image.clone()),
+            template_version: TEMPLATE_VERSION,
         }
+    }
+
+    /// The fetch image of this revision.
+    pub fn fetch_image<'a>(&'a self, config: &'a OperatorConfig) -> &'a str {
+        self.fetch_image.as_deref().unwrap_or(&config.fetch_image)
     }
 
     /// The runtime image of this revision.

@@ -2,9 +2,11 @@
 //! promoted, how many replicas each revision's Deployment gets, and which old revisions are
 //! kept as history or pruned.
 //!
-//! The target is the revision of the current spec. It runs at full replicas beside the stable
-//! one until it is available; then it becomes stable and the old one is scaled to zero and kept
-//! as history (ControllerRevision plus zero-replica Deployment), up to `revisionHistoryLimit`.
+//! The target is the revision of the current spec. It grows beside the stable one within the
+//! surge/unavailable budget ([`super::budget`]) until it is available; then it becomes stable
+//! and the old one is scaled to zero and kept as history (ControllerRevision plus zero-replica
+//! Deployment), up to `revisionHistoryLimit`. A target given up on (past its progress deadline)
+//! is scaled to zero and the stable one back to full size.
 
 use std::collections::BTreeSet;
 
@@ -12,7 +14,8 @@ use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
 use kandle_crds::ModelDeployment;
 use kube::ResourceExt;
 
-use super::deployment::{self, is_available, rescaled, spec_replicas};
+use super::budget::{self, BudgetInput, Split};
+use super::deployment::{self, is_available, restated, spec_replicas};
 use super::revision::{
     controller_revision, restated_revision, revision_name, KnownRevision, RevisionSnapshot,
 };
@@ -104,12 +107,14 @@ pub fn current_stable(
         .max_by(|a, b| number_of(a).cmp(&number_of(b)).then_with(|| a.cmp(b)))
 }
 
-/// Decides the rolling rollout of `snapshot` (the current spec's revision).
+/// Decides the rolling rollout of `snapshot` (the current spec's revision); `gave_up` when the
+/// rollout ran out of its progress deadline while another revision serves.
 pub fn roll(
     md: &ModelDeployment,
     snapshot: &RevisionSnapshot,
     observed: &Observed,
     config: &OperatorConfig,
+    gave_up: bool,
 ) -> Rollout {
     let md_name = md.name_any();
     let desired = md.spec.replicas;
@@ -130,15 +135,24 @@ pub fn roll(
         .unwrap_or(0)
         .max(history_max);
     let target_known = known.iter().find(|k| k.hash == hash);
+    // A target already numbered in the status as the newest revision, whose ControllerRevision
+    // could not be written yet, keeps its number: a failing write must not renumber it.
+    let numbered = md
+        .status
+        .as_ref()
+        .and_then(|s| s.history.iter().find(|r| r.revision == target))
+        .map(|r| r.number)
+        .filter(|number| *number == max_number);
     let (target_number, target_is_new, returned_to_known) = match target_known {
-        None => (max_number + 1, true, false),
+        None => (numbered.unwrap_or(max_number + 1), true, false),
         Some(k) if k.number < max_number => (max_number + 1, false, true),
         Some(k) => (k.number, false, false),
     };
 
     let stable_before = current_stable(md, observed, &known, &target);
     let target_deployment = observed.deployments.iter().find(|d| d.name_any() == target);
-    let promoted = stable_before.as_deref() != Some(target.as_str())
+    let promoted = !gave_up
+        && stable_before.as_deref() != Some(target.as_str())
         && target_deployment.is_some_and(|d| is_available(d, desired));
     let stable = if promoted {
         Some(target.clone())
@@ -164,24 +178,53 @@ pub fn roll(
     let (kept_history, pruned) = history.split_at(limit.min(history.len()));
     let kept_names: BTreeSet<&str> = kept_history.iter().map(|k| k.name.as_str()).collect();
 
-    let mut deployments = vec![deployment::deployment(md, snapshot, desired, config)];
+    let split = match stable.as_deref() {
+        Some(name) if name != target && gave_up => Split {
+            target: 0,
+            stable: desired,
+        },
+        Some(name) if name != target => budget::split(BudgetInput {
+            desired,
+            max_surge: budget::resolve(&md.spec.rollout.max_surge, desired, true),
+            max_unavailable: budget::resolve(&md.spec.rollout.max_unavailable, desired, false),
+            target_available: target_deployment.map_or(0, |d| deployment::counts(d).available),
+            waiting_for_room: observed
+                .unschedulable
+                .iter()
+                .any(|f| f.revision.as_deref() == Some(hash.as_str()) && f.for_lack_of_room()),
+        }),
+        _ => Split {
+            target: desired,
+            stable: 0,
+        },
+    };
+    let known_named = |name: &str| known.iter().find(|k| k.name == name);
+    let mut deployments = vec![deployment::deployment(md, snapshot, split.target, config)];
     let mut delete = Vec::new();
     for observed_deployment in &observed.deployments {
         let name = observed_deployment.name_any();
         if name == target {
             continue;
         }
-        if stable.as_deref() == Some(name.as_str()) {
-            // The old stable keeps serving at full size until the target is available.
-            deployments.push(rescaled(md, observed_deployment, desired));
+        let replicas = if stable.as_deref() == Some(name.as_str()) {
+            split.stable
         } else if kept_names.contains(name.as_str()) {
-            deployments.push(rescaled(md, observed_deployment, 0));
+            0
         } else {
             delete.push(ChildRef {
                 kind: ChildKind::Deployment,
                 name,
+                uid: observed_deployment.uid(),
             });
-        }
+            continue;
+        };
+        deployments.push(restated(
+            md,
+            observed_deployment,
+            known_named(&name),
+            replicas,
+            config,
+        ));
     }
 
     let mut revisions = vec![controller_revision(md, snapshot, target_number)];
@@ -207,6 +250,7 @@ pub fn roll(
         delete.push(ChildRef {
             kind: ChildKind::ControllerRevision,
             name: k.name.clone(),
+            uid: k.object.uid(),
         });
     }
     kept.sort_by(|a, b| a.number.cmp(&b.number).then_with(|| a.name.cmp(&b.name)));

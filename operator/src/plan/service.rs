@@ -5,7 +5,7 @@ use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kandle_crds::ModelDeployment;
+use kandle_crds::{labels, ModelDeployment};
 use kube::ResourceExt;
 
 use super::meta;
@@ -44,21 +44,26 @@ pub fn service_url(md: &ModelDeployment) -> String {
     )
 }
 
-/// The PodDisruptionBudget for `replicas`, or `None` when there are too few replicas for one
-/// to mean anything (a single replica cannot keep serving through a drain either way).
-pub fn pdb(md: &ModelDeployment, replicas: i32) -> Option<PodDisruptionBudget> {
+/// The PodDisruptionBudget over the serving revision's pods (`serving_hash`) for `replicas`, or
+/// `None` when there are too few replicas for one to mean anything (a single replica cannot
+/// keep serving through a drain either way). Pods that are not ready (a crash-looping pod of a
+/// new revision) may always be evicted, so they never block a node drain.
+pub fn pdb(md: &ModelDeployment, replicas: i32, serving_hash: &str) -> Option<PodDisruptionBudget> {
     if replicas <= 1 {
         return None;
     }
     let md_name = md.name_any();
+    let mut selector = meta::pod_selector_labels(&md_name);
+    selector.insert(labels::REVISION.to_string(), serving_hash.to_string());
     Some(PodDisruptionBudget {
         metadata: meta::child_meta(md, &md_name, meta::common_labels(&md_name)),
         spec: Some(PodDisruptionBudgetSpec {
             max_unavailable: Some(IntOrString::Int(1)),
             selector: Some(LabelSelector {
-                match_labels: Some(meta::pod_selector_labels(&md_name)),
+                match_labels: Some(selector),
                 ..Default::default()
             }),
+            unhealthy_pod_eviction_policy: Some("AlwaysAllow".to_string()),
             ..Default::default()
         }),
         status: None,

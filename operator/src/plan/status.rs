@@ -17,6 +17,9 @@ pub struct Verdict {
     pub reason: &'static str,
     /// Human-readable explanation.
     pub message: String,
+    /// The revision the verdict is about, when it is about one; its message then starts with
+    /// `revision <subject>: `.
+    pub subject: Option<String>,
 }
 
 impl Verdict {
@@ -26,6 +29,7 @@ impl Verdict {
             status: true,
             reason,
             message: message.into(),
+            subject: None,
         }
     }
     /// A `False` verdict.
@@ -34,8 +38,26 @@ impl Verdict {
             status: false,
             reason,
             message: message.into(),
+            subject: None,
         }
     }
+    /// A `True` verdict about revision `subject`.
+    pub fn about(reason: &'static str, subject: String, detail: impl AsRef<str>) -> Self {
+        Self {
+            status: true,
+            reason,
+            message: format!("revision {subject}: {}", detail.as_ref()),
+            subject: Some(subject),
+        }
+    }
+}
+
+/// The revision a condition's message is about (see [`Verdict::about`]), if any.
+pub fn subject_of(message: &str) -> Option<&str> {
+    message
+        .strip_prefix("revision ")?
+        .split_once(": ")
+        .map(|(subject, _)| subject)
 }
 
 /// The three conditions, in order Ready, Progressing, Degraded.

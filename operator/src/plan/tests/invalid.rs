@@ -178,7 +178,7 @@ fn unschedulable_pods_degrade_with_the_schedulers_message() {
     assert_eq!(
         replicas(&plan, &stable),
         2,
-        "the stable revision keeps serving"
+        "the stable revision keeps serving: no node matches, so giving up a pod would not help"
     );
     assert_eq!(plan.status.stable_revision, Some(stable));
     assert!(plan.delete.is_empty());

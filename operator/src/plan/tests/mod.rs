@@ -1,12 +1,14 @@
 //! Unit and property tests of the planner, written against the builders in
 //! [`crate::testing`].
 
+mod failures;
 mod invalid;
 mod pod;
 mod properties;
 mod revision;
 mod rollout;
 mod status;
+mod upgrade;
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -24,7 +26,10 @@ fn at(seconds: i64) -> DateTime<Utc> {
 }
 
 fn config() -> OperatorConfig {
-    OperatorConfig::default()
+    OperatorConfig {
+        allowed_host_paths: vec!["/var/lib/models".to_string()],
+        ..OperatorConfig::default()
+    }
 }
 
 fn plan_at(md: &ModelDeployment, observed: &Observed, seconds: i64) -> Plan {
@@ -93,28 +98,26 @@ fn with_status(md: &ModelDeployment, plan: &Plan) -> ModelDeployment {
     md
 }
 
-/// `md` deployed and settled: its revision recorded, available and stable. Returns the
-/// resource with its status and the cluster as observed.
+/// `md` deployed and settled: its revision recorded, grown within its rollout budget until
+/// available, and stable. Returns the resource with its status and the cluster as observed.
 fn settled(md: &ModelDeployment, observed: &Observed, t: i64) -> (ModelDeployment, Observed) {
     use crate::testing::starting_from;
-    let first = plan_at(md, observed, t);
-    let md = with_status(md, &first);
-    let observed = starting_from(observed)
-        .from_plan(&first)
-        .available(&revision_of(&md))
-        .build();
-    let second = plan_at(&md, &observed, t + 1);
-    assert_eq!(
-        second.status.stable_revision,
-        Some(revision_of(&md)),
-        "settles in one step once available"
-    );
-    let md = with_status(&md, &second);
-    let observed = starting_from(&observed)
-        .from_plan(&second)
-        .all_available()
-        .build();
-    (md, observed)
+    let target = revision_of(md);
+    let mut md = md.clone();
+    let mut observed = observed.clone();
+    let steps = md.spec.replicas.max(1) + 2;
+    for step in 0..steps {
+        let plan = plan_at(&md, &observed, t + i64::from(step));
+        md = with_status(&md, &plan);
+        observed = starting_from(&observed)
+            .from_plan(&plan)
+            .all_available()
+            .build();
+        if plan.status.stable_revision.as_deref() == Some(target.as_str()) {
+            return (md, observed);
+        }
+    }
+    panic!("{target} did not settle within {steps} passes");
 }
 
 /// `md` with its spec replaced by `next`'s (metadata and status kept, generation bumped).

@@ -173,7 +173,7 @@ fn a_pvc_source_is_mounted_read_only_with_its_sub_path() {
 
 #[test]
 fn a_host_path_must_be_an_existing_directory() {
-    let deployment = target(&md("bert").build());
+    let deployment = target(&md("bert").from_host_path("/var/lib/models/bert").build());
     let volume = pod_spec(&deployment).volumes.as_ref().expect("volumes")[0].clone();
     let host = volume.host_path.expect("a hostPath volume");
     assert_eq!(

@@ -2,7 +2,7 @@ use kandle_crds::conditions::{self, reasons};
 use kandle_crds::RevisionOutcome;
 
 use super::*;
-use crate::plan::{ChildKind, ChildRef};
+use crate::plan::ChildKind;
 use crate::testing::{md, observed, starting_from};
 
 #[test]
@@ -74,13 +74,13 @@ fn the_old_revision_is_scaled_down_only_after_the_new_one_is_available() {
     let rolling = plan_at(&md_v2, &cluster, 100);
     assert_eq!(
         replicas(&rolling, &new),
-        3,
-        "the new revision starts at full size"
+        1,
+        "the new revision starts with its surge (25% of 3, rounded up)"
     );
     assert_eq!(
         replicas(&rolling, &old),
         3,
-        "the stable revision keeps serving"
+        "the stable revision keeps serving at full size"
     );
     assert_eq!(reasons(&rolling), vec![reasons::REVISION_CREATED]);
     assert_eq!(rolling.status.stable_revision, Some(old.clone()));
@@ -94,16 +94,26 @@ fn the_old_revision_is_scaled_down_only_after_the_new_one_is_available() {
         Some(2)
     );
 
-    let md_v2 = with_status(&md_v2, &rolling);
-    let half = starting_from(&cluster)
-        .from_plan(&rolling)
-        .partly_ready(&new, 2)
-        .build();
-    let still = plan_at(&md_v2, &half, 110);
-    assert_eq!(replicas(&still, &old), 3);
-    assert_eq!(still.status.stable_revision, Some(old.clone()));
-    assert!(still.events.is_empty());
-
+    // Each new pod that becomes available lets one old pod go, never below 3 serving.
+    let mut md_v2 = with_status(&md_v2, &rolling);
+    let mut plan = rolling;
+    let mut cluster = cluster;
+    for (available, new_replicas, old_replicas) in [(1, 2, 2), (2, 3, 1)] {
+        cluster = starting_from(&cluster)
+            .from_plan(&plan)
+            .partly_ready(&new, available)
+            .build();
+        plan = plan_at(&md_v2, &cluster, 110 + i64::from(available));
+        assert_eq!(
+            (replicas(&plan, &new), replicas(&plan, &old)),
+            (new_replicas, old_replicas),
+            "with {available} new pods available"
+        );
+        assert_eq!(plan.status.stable_revision, Some(old.clone()));
+        assert!(plan.events.is_empty());
+        md_v2 = with_status(&md_v2, &plan);
+    }
+    let half = starting_from(&cluster).from_plan(&plan).build();
     let ready = starting_from(&half).available(&new).build();
     let done = plan_at(&md_v2, &ready, 120);
     assert_eq!(replicas(&done, &old), 0, "kept in history at zero replicas");
@@ -151,8 +161,8 @@ fn returning_to_a_known_spec_reuses_its_revision() {
     );
     assert_eq!(
         replicas(&plan, &first),
-        2,
-        "the known Deployment is scaled back up"
+        1,
+        "the known Deployment is scaled back up, within the surge budget"
     );
     assert_eq!(
         replicas(&plan, &revision_of(&md_v2)),
@@ -313,10 +323,10 @@ fn the_disruption_budget_goes_when_one_replica_is_left() {
         100,
     );
     assert_eq!(plan.pdb, None);
-    assert!(plan.delete.contains(&ChildRef {
-        kind: ChildKind::PodDisruptionBudget,
-        name: "bert".into()
-    }));
+    assert!(plan
+        .delete
+        .iter()
+        .any(|c| c.kind == ChildKind::PodDisruptionBudget && c.name == "bert"));
 }
 
 #[test]

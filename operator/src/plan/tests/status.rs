@@ -55,9 +55,10 @@ fn replica_counts_add_up_over_live_revisions() {
         .partly_ready(&new, 1)
         .build();
     let plan = plan_at(&with_status(&md_v2, &rolling), &cluster, 110);
-    assert_eq!(plan.status.replicas, 6);
+    // 3 stable pods and the new revision's one surge pod, which is ready.
+    assert_eq!(plan.status.replicas, 4);
     assert_eq!(plan.status.ready_replicas, 4);
-    assert_eq!(plan.status.updated_replicas, 3);
+    assert_eq!(plan.status.updated_replicas, 1);
     assert_eq!(
         plan.status.ready.as_deref(),
         Some("3/3"),

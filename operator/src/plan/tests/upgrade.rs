@@ -1,0 +1,61 @@
+//! Operator upgrades: a new default runtime image rolls out only where an upgrade slot is free.
+
+use kandle_crds::conditions::{self, reasons};
+
+use super::*;
+use crate::plan::wants_operator_upgrade;
+use crate::testing::md;
+
+fn upgraded() -> OperatorConfig {
+    OperatorConfig {
+        runtime_image: "ghcr.io/kandle-dev/kandle-runtime:0.2.0".to_string(),
+        ..config()
+    }
+}
+
+#[test]
+fn a_new_default_image_waits_for_a_slot_and_the_stable_revision_keeps_serving() {
+    let (md_v1, cluster) = settled(
+        &md("bert").with_replicas(2).build(),
+        &Observed::default(),
+        0,
+    );
+    let stable = revision_of(&md_v1);
+    assert!(wants_operator_upgrade(&md_v1, &cluster, &upgraded()));
+    assert!(!wants_operator_upgrade(&md_v1, &cluster, &config()));
+
+    let mut full = cluster.clone();
+    full.upgrade_waits = true;
+    let queued = plan(&md_v1, &full, at(100), &upgraded());
+    assert_eq!(names(&queued), vec![stable.clone()], "no new revision yet");
+    assert_eq!(replicas(&queued, &stable), 2);
+    let progressing = condition(&queued, conditions::PROGRESSING);
+    assert_eq!(
+        (progressing.status.as_str(), progressing.reason.as_str()),
+        ("True", reasons::UPGRADE_QUEUED)
+    );
+    assert!(
+        progressing.message.contains("kandle-runtime:0.2.0"),
+        "{}",
+        progressing.message
+    );
+    assert!(queued.waiting, "looked at again until a slot frees");
+
+    let rolling = plan(&md_v1, &cluster, at(110), &upgraded());
+    assert_eq!(rolling.deployments.len(), 2, "with a slot it rolls out");
+    assert_eq!(
+        condition(&rolling, conditions::PROGRESSING).reason,
+        reasons::ROLLING_OUT
+    );
+}
+
+#[test]
+fn a_change_of_the_users_own_spec_never_waits_for_a_slot() {
+    let (md_v1, cluster) = settled(&md("bert").build(), &Observed::default(), 0);
+    let md_v2 = respec(&md_v1, &md("bert").with_version("v2").build());
+    assert!(!wants_operator_upgrade(&md_v2, &cluster, &upgraded()));
+    let mut full = cluster.clone();
+    full.upgrade_waits = true;
+    let plan = plan(&md_v2, &full, at(100), &upgraded());
+    assert_eq!(plan.deployments.len(), 2);
+}

@@ -1,0 +1,177 @@
+//! The Kubernetes API permissions the operator needs, as data: per resource, the verbs the code
+//! calls and why. `manifests/rbac/` grants exactly this set, no more; `operator/tests/rbac.rs`
+//! holds the two in step and checks that every kind the code calls is listed here.
+
+use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kandle_crds::ModelDeployment;
+use kube::Resource;
+
+use crate::config::CONTROLLER_NAME;
+
+/// Which of the operator's roles grants a permission.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    /// The ClusterRole `kandle-operator` (`manifests/rbac/cluster-role.yaml`).
+    Cluster,
+    /// The Role `kandle-operator-leader-election` in the operator's namespace
+    /// (`manifests/rbac/leader-election-role.yaml`).
+    LeaderElection,
+}
+
+/// Verbs on one resource (or subresource) that the operator calls.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Permission {
+    /// The role granting it.
+    pub role: Role,
+    /// API group; `""` for the core group.
+    pub group: String,
+    /// Plural resource name, `resource/subresource` for a subresource.
+    pub resource: String,
+    /// The kind (the Rust type the code passes to `Api`); `None` for a subresource.
+    pub kind: Option<String>,
+    /// Object names the grant is limited to; empty for any.
+    pub names: Vec<String>,
+    /// The verbs called.
+    pub verbs: Vec<&'static str>,
+    /// Why the operator calls them.
+    pub reason: &'static str,
+}
+
+impl Permission {
+    fn of<K: Resource<DynamicType = ()>>(
+        role: Role,
+        verbs: &[&'static str],
+        reason: &'static str,
+    ) -> Self {
+        Self {
+            role,
+            group: K::group(&()).into_owned(),
+            resource: K::plural(&()).into_owned(),
+            kind: Some(K::kind(&()).into_owned()),
+            names: Vec::new(),
+            verbs: verbs.to_vec(),
+            reason,
+        }
+    }
+
+    fn subresource(self, name: &str) -> Self {
+        Self {
+            resource: format!("{}/{name}", self.resource),
+            kind: None,
+            ..self
+        }
+    }
+
+    fn named(self, name: &str) -> Self {
+        Self {
+            names: vec![name.to_string()],
+            ..self
+        }
+    }
+}
+
+/// Every permission the operator needs, in the order `manifests/rbac/` lists them.
+pub fn permissions() -> Vec<Permission> {
+    use Role::{Cluster, LeaderElection};
+    vec![
+        Permission::of::<ModelDeployment>(
+            Cluster,
+            &["get", "list", "watch"],
+            "the controller watches ModelDeployments and reads one afresh before acting; the \
+             start-up check lists them",
+        ),
+        Permission::of::<ModelDeployment>(
+            Cluster,
+            &["patch"],
+            "the status is written by server-side apply through the status subresource",
+        )
+        .subresource("status"),
+        Permission::of::<ModelDeployment>(
+            Cluster,
+            &["update"],
+            "children's owner references set blockOwnerDeletion, which \
+             OwnerReferencesPermissionEnforcement allows only with update on the owner's finalizers",
+        )
+        .subresource("finalizers"),
+        Permission::of::<ControllerRevision>(
+            Cluster,
+            &["list", "watch", "create", "patch", "delete"],
+            "one per revision: watched and listed, applied (an apply that creates needs create), \
+             pruned past revisionHistoryLimit",
+        ),
+        Permission::of::<Deployment>(
+            Cluster,
+            &["list", "watch", "create", "patch", "delete"],
+            "one per live revision: watched and listed, applied (create and patch), deleted with \
+             its revision",
+        ),
+        Permission::of::<Service>(
+            Cluster,
+            &["get", "list", "watch", "create", "patch", "delete"],
+            "the ModelDeployment's Service: watched, read, applied (create and patch), deleted \
+             when no longer wanted",
+        ),
+        Permission::of::<PodDisruptionBudget>(
+            Cluster,
+            &["get", "list", "watch", "create", "patch", "delete"],
+            "the PodDisruptionBudget: watched, read, applied (create and patch), deleted below two \
+             replicas",
+        ),
+        Permission::of::<Pod>(
+            Cluster,
+            &["list", "watch"],
+            "pods are listed for scheduling failures and watched so their changes wake a pass",
+        ),
+        Permission::of::<PersistentVolumeClaim>(
+            Cluster,
+            &["get"],
+            "a pvc model source is checked to exist",
+        ),
+        Permission::of::<Event>(
+            Cluster,
+            &["create", "patch"],
+            "kube's Recorder creates events.k8s.io Events and patches repeats into a series",
+        ),
+        Permission::of::<Lease>(
+            LeaderElection,
+            &["create"],
+            "the first replica creates the leader Lease (create cannot be limited by name)",
+        ),
+        Permission::of::<Lease>(
+            LeaderElection,
+            &["get", "update"],
+            "replicas read the leader Lease; the holder renews and hands it back, a standby takes \
+             it over (update: a replace conditional on the resourceVersion read)",
+        )
+        .named(CONTROLLER_NAME),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resources_come_from_the_api_types() {
+        let table = permissions();
+        let find = |resource: &str| table.iter().find(|p| p.resource == resource).unwrap();
+        assert_eq!(find("modeldeployments").group, "kandle.dev");
+        assert_eq!(find("modeldeployments/status").kind, None);
+        assert_eq!(find("poddisruptionbudgets").group, "policy");
+        assert_eq!(find("events").group, "events.k8s.io");
+        assert_eq!(find("pods").kind.as_deref(), Some("Pod"));
+    }
+
+    #[test]
+    fn every_permission_says_why_and_grants_no_wildcards() {
+        for permission in permissions() {
+            assert!(!permission.reason.is_empty(), "{permission:?}");
+            assert!(!permission.verbs.is_empty(), "{permission:?}");
+            assert!(!permission.verbs.contains(&"*"), "{permission:?}");
+        }
+    }
+}
