@@ -1,12 +1,21 @@
-//! Condition types and reasons of `ModelDeployment.status.conditions`, in kstatus style so
-//! Argo CD and Flux read health without plugins.
+//! Condition types and reasons of `ModelDeployment.status.conditions`: `Ready`, `Progressing`
+//! and `Degraded`, plus kstatus' abnormal-true `Reconciling` and `Stalled`, so `kubectl wait`,
+//! Flux and any kstatus reader get the right answer (Argo CD needs the Lua health check in
+//! `manifests/integrations/argocd/`).
 
 /// `True` when the stable revision serves with every desired replica ready.
 pub const READY: &str = "Ready";
-/// `True` while a revision is being rolled out (the kstatus "reconciling" signal).
+/// `True` while a revision is being rolled out (kstatus readers use `Reconciling`).
 pub const PROGRESSING: &str = "Progressing";
 /// `True` when something needs a human: an invalid spec, unschedulable pods, a failed canary.
 pub const DEGRADED: &str = "Degraded";
+
+/// kstatus: `True` while the operator works towards the spec (a rollout in progress, pods
+/// waiting for room, an operator upgrade queued, replicas not ready yet); `False` otherwise.
+pub const RECONCILING: &str = "Reconciling";
+/// kstatus: `True` when the operator cannot make progress without a human (an invalid spec, an
+/// object it does not own, a revision given up on, pods unschedulable past the grace period).
+pub const STALLED: &str = "Stalled";
 
 /// Reasons used on the conditions above and on events (PascalCase, stable: tools match on them).
 pub mod reasons {

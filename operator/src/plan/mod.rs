@@ -6,6 +6,7 @@ mod budget;
 mod deployment;
 mod events;
 mod history;
+mod kstatus;
 mod meta;
 mod model_volume;
 mod ownership;

@@ -1,5 +1,6 @@
-//! Conditions and replica counts of `ModelDeployment.status`, kstatus style: `Ready`,
-//! `Progressing` and `Degraded`, each keeping its lastTransitionTime while its status holds.
+//! Conditions and replica counts of `ModelDeployment.status`: `Ready`, `Progressing` and
+//! `Degraded`, and kstatus' `Reconciling` and `Stalled` derived from them, each keeping its
+//! lastTransitionTime while its status holds.
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -7,6 +8,7 @@ use kandle_crds::conditions;
 use kube::ResourceExt;
 
 use super::deployment::{counts, is_available};
+use super::kstatus::{self, Derived, Said};
 
 /// One condition as decided by this pass, before timestamps.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,7 +62,8 @@ pub fn subject_of(message: &str) -> Option<&str> {
         .map(|(subject, _)| subject)
 }
 
-/// The three conditions, in order Ready, Progressing, Degraded.
+/// The five conditions, in order Ready, Progressing, Degraded, Reconciling, Stalled; the last
+/// two are derived from the first three (see [`super::kstatus`]).
 pub fn conditions(
     previous: &[Condition],
     generation: Option<i64>,
@@ -69,20 +72,48 @@ pub fn conditions(
     progressing: Verdict,
     degraded: Verdict,
 ) -> Vec<Condition> {
-    [
+    let (reconciling, stalled) = kstatus::derive(
+        Said::from(&ready),
+        Said::from(&progressing),
+        Said::from(&degraded),
+    );
+    let mut written: Vec<Condition> = [
         (conditions::READY, ready),
         (conditions::PROGRESSING, progressing),
         (conditions::DEGRADED, degraded),
     ]
     .into_iter()
-    .map(|(type_, verdict)| condition(previous, type_, verdict, generation, now))
-    .collect()
+    .map(|(type_, verdict)| condition(previous, type_, verdict.into(), generation, now))
+    .collect();
+    written.extend([
+        condition(
+            previous,
+            conditions::RECONCILING,
+            reconciling,
+            generation,
+            now,
+        ),
+        condition(previous, conditions::STALLED, stalled, generation, now),
+    ]);
+    written
 }
 
+impl From<Verdict> for Derived {
+    fn from(verdict: Verdict) -> Self {
+        Self {
+            status: verdict.status,
+            reason: verdict.reason.to_string(),
+            message: verdict.message,
+        }
+    }
+}
+
+/// `verdict` as the condition `type_`, keeping the lastTransitionTime of `previous` while its
+/// status holds.
 fn condition(
     previous: &[Condition],
     type_: &str,
-    verdict: Verdict,
+    verdict: Derived,
     generation: Option<i64>,
     now: &Time,
 ) -> Condition {
@@ -95,14 +126,16 @@ fn condition(
     Condition {
         type_: type_.to_string(),
         status: status.to_string(),
-        reason: verdict.reason.to_string(),
+        reason: verdict.reason,
         message: verdict.message,
         observed_generation: generation,
         last_transition_time,
     }
 }
 
-/// Replaces (or adds) the condition of `type_` in `conditions` with `verdict`.
+/// Replaces (or adds) the condition of `type_` in `conditions` with `verdict`; when that
+/// changes `Ready`, `Progressing` or `Degraded`, `Reconciling` and `Stalled` are derived again,
+/// so they never disagree with the verdicts they come from.
 pub fn set_condition(
     conditions: &mut Vec<Condition>,
     previous: &[Condition],
@@ -111,8 +144,36 @@ pub fn set_condition(
     generation: Option<i64>,
     now: &Time,
 ) {
-    let updated = condition(previous, type_, verdict, generation, now);
-    match conditions.iter_mut().find(|c| c.type_ == type_) {
+    replace(
+        conditions,
+        condition(previous, type_, verdict.into(), generation, now),
+    );
+    let judged = [
+        conditions::READY,
+        conditions::PROGRESSING,
+        conditions::DEGRADED,
+    ];
+    if !judged.contains(&type_) {
+        return;
+    }
+    let written: &[Condition] = conditions;
+    let [Some(ready), Some(progressing), Some(degraded)] = judged.map(|t| find(written, t)) else {
+        return;
+    };
+    let (reconciling, stalled) = kstatus::derive(ready.into(), progressing.into(), degraded.into());
+    for (type_, derived) in [
+        (conditions::RECONCILING, reconciling),
+        (conditions::STALLED, stalled),
+    ] {
+        replace(
+            conditions,
+            condition(previous, type_, derived, generation, now),
+        );
+    }
+}
+
+fn replace(conditions: &mut Vec<Condition>, updated: Condition) {
+    match conditions.iter_mut().find(|c| c.type_ == updated.type_) {
         Some(existing) => *existing = updated,
         None => conditions.push(updated),
     }

@@ -10,31 +10,6 @@ use super::*;
 use crate::observe::ProblemKind;
 use crate::testing::{md, starting_from};
 
-/// A settled v1 with `replicas`, and the v2 spec (a new model version) planned once at t=100.
-fn rolling_v2(replicas: i32) -> (ModelDeployment, Observed, String, String) {
-    let (md_v1, cluster) = settled(
-        &md("bert").with_replicas(replicas).build(),
-        &Observed::default(),
-        0,
-    );
-    let old = revision_of(&md_v1);
-    let md_v2 = respec(
-        &md_v1,
-        &md("bert")
-            .with_replicas(replicas)
-            .with_version("v2")
-            .build(),
-    );
-    let first = plan_at(&md_v2, &cluster, 100);
-    let cluster = starting_from(&cluster).from_plan(&first).build();
-    let new = revision_of(&md_v2);
-    (with_status(&md_v2, &first), cluster, old, new)
-}
-
-fn hash_of(revision: &str) -> &str {
-    revision.rsplit('-').next().expect("a hash")
-}
-
 #[test]
 fn a_crash_looping_revision_is_degraded_with_its_last_words_and_the_stable_keeps_serving() {
     let (md_v2, cluster, old, new) = rolling_v2(2);

@@ -1,12 +1,15 @@
 //! Unit and property tests of the planner, written against the builders in
 //! [`crate::testing`].
 
+mod argocd;
 mod failures;
 mod invalid;
+mod kstatus;
 mod pod;
 mod properties;
 mod revision;
 mod rollout;
+mod states;
 mod status;
 mod upgrade;
 
@@ -126,4 +129,31 @@ fn respec(md: &ModelDeployment, next: &ModelDeployment) -> ModelDeployment {
     md.spec = next.spec.clone();
     md.metadata.generation = md.metadata.generation.map(|g| g + 1);
     md
+}
+
+fn hash_of(revision: &str) -> &str {
+    revision.rsplit('-').next().expect("a hash")
+}
+
+/// A settled v1 with `replicas`, and the v2 spec (a new model version) planned once at t=100.
+/// Returns v2 with that pass' status, the cluster after it, and the old and new revisions.
+fn rolling_v2(replicas: i32) -> (ModelDeployment, Observed, String, String) {
+    use crate::testing::{md, starting_from};
+    let (md_v1, cluster) = settled(
+        &md("bert").with_replicas(replicas).build(),
+        &Observed::default(),
+        0,
+    );
+    let old = revision_of(&md_v1);
+    let md_v2 = respec(
+        &md_v1,
+        &md("bert")
+            .with_replicas(replicas)
+            .with_version("v2")
+            .build(),
+    );
+    let first = plan_at(&md_v2, &cluster, 100);
+    let cluster = starting_from(&cluster).from_plan(&first).build();
+    let new = revision_of(&md_v2);
+    (with_status(&md_v2, &first), cluster, old, new)
 }

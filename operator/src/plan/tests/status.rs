@@ -32,7 +32,9 @@ fn the_status_describes_the_generation_selector_and_url() {
         vec![
             conditions::READY,
             conditions::PROGRESSING,
-            conditions::DEGRADED
+            conditions::DEGRADED,
+            conditions::RECONCILING,
+            conditions::STALLED
         ]
     );
 }
