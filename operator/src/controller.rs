@@ -22,7 +22,7 @@ use crate::config::{OperatorConfig, CONTROLLER_NAME};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::observe::observe;
-use crate::plan::{plan, rejected, wants_operator_upgrade};
+use crate::plan::{plan, rejected};
 use crate::upgrades::UpgradeSlots;
 
 /// How soon a failed pass is retried.
@@ -95,14 +95,17 @@ async fn reconcile_once(md: &ModelDeployment, ctx: &Context) -> Result<Action, E
         return Ok(Action::await_change());
     }
     let mut observed = observe(&ctx.client, md).await?;
-    let key = format!("{}/{}", md.namespace().unwrap_or_default(), md.name_any());
-    if wants_operator_upgrade(md, &observed, &ctx.config) {
-        observed.upgrade_waits = !ctx.upgrades.try_hold(&key, Instant::now());
-    } else {
-        ctx.upgrades.release(&key);
-    }
     let now = chrono::Utc::now();
-    let plan = plan(md, &observed, now, &ctx.config);
+    let mut plan = plan(md, &observed, now, &ctx.config);
+    // A rollout the operator itself caused needs an upgrade slot; without one, plan again with
+    // the upgrade held back (only those passes plan twice).
+    let key = format!("{}/{}", md.namespace().unwrap_or_default(), md.name_any());
+    if !plan.operator_upgrade {
+        ctx.upgrades.release(&key);
+    } else if !ctx.upgrades.try_hold(&key, Instant::now()) {
+        observed.upgrade_waits = true;
+        plan = crate::plan::plan(md, &observed, now, &ctx.config);
+    }
     tracing::debug!(
         md = %md.name_any(),
         deployments = plan.deployments.len(),

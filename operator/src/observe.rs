@@ -29,7 +29,7 @@ pub struct Observed {
     /// Pods with a failing container (crash loop, image pull, model fetch), sorted by pod.
     pub pod_problems: Vec<PodProblem>,
     /// The operator's upgrade budget is full: a rollout caused only by the operator (see
-    /// [`crate::plan::wants_operator_upgrade`]) must wait. Set by the controller, not read from
+    /// [`crate::plan::Plan::operator_upgrade`]) must wait. Set by the controller, not read from
     /// the cluster.
     pub upgrade_waits: bool,
     /// Whether the PVC named by a `pvc` model source exists; `None` when the source is not a

@@ -200,11 +200,6 @@ impl MdBuilder {
         self.md.spec.rollout.max_unavailable = IntOrString::Int(max_unavailable);
         self
     }
-    /// Gives a new revision `seconds` to become available.
-    pub fn with_progress_deadline(mut self, seconds: i32) -> Self {
-        self.md.spec.rollout.progress_deadline_seconds = seconds;
-        self
-    }
     /// Downloads the model archive from `url`, checked against `sha256`.
     pub fn from_http(mut self, url: &str, sha256: &str) -> Self {
         self.md.spec.model.source = ModelSource {

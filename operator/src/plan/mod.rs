@@ -43,22 +43,6 @@ pub use pod_template::{
 pub use rejection::{rejected, REJECTED_PREFIX};
 pub use revision::{revision_name, KnownRevision, RevisionSnapshot, HASH_LEN, TEMPLATE_VERSION};
 
-/// Whether `md`'s current spec differs from its stable revision only in what the operator
-/// supplies (a new default runtime image, fetch image or template code): a rollout the
-/// operator's upgrade budget bounds.
-pub fn wants_operator_upgrade(
-    md: &ModelDeployment,
-    observed: &Observed,
-    config: &OperatorConfig,
-) -> bool {
-    let view = ownership::owned_view(md, observed);
-    let fresh = RevisionSnapshot::of(md, config);
-    let known = known_revisions(&view.observed);
-    let target = revision_name(&md.name_any(), &fresh.hash());
-    let stable = current_stable(md, &view.observed, &known, &target);
-    let stable = stable.and_then(|name| known.into_iter().find(|k| k.name == name));
-    upgrade::pending_upgrade(md, &fresh, stable.as_ref()).is_some()
-}
 pub use service::{service_url, SERVICE_PORT};
 
 use crate::config::OperatorConfig;
@@ -150,6 +134,10 @@ pub struct Plan {
     pub events: Vec<PlannedEvent>,
     /// Something is converging (a rollout, a missing PVC): look again soon.
     pub waiting: bool,
+    /// The current spec differs from the stable revision only in what the operator supplies
+    /// (a new default runtime image, fetch image or template code): a rollout that needs one
+    /// of the operator's upgrade slots. With [`Observed::upgrade_waits`] set it is held back.
+    pub operator_upgrade: bool,
 }
 
 /// Converts the pass's time to a Kubernetes timestamp (whole seconds, as the API stores it).
@@ -177,7 +165,8 @@ pub fn plan(
         .and_then(|name| known.iter().find(|k| k.name == name));
     let pending = upgrade::pending_upgrade(md, &fresh, serving_known);
     // An operator-only change waits for a slot: until then the stable revision stays the target.
-    let queued = pending.is_some() && observed.upgrade_waits;
+    let operator_upgrade = pending.is_some();
+    let queued = operator_upgrade && observed.upgrade_waits;
     let snapshot = match pending {
         Some(stable_snapshot) if queued => stable_snapshot.clone(),
         _ => fresh,
@@ -236,7 +225,10 @@ pub fn plan(
     } else {
         rolled(md, &findings, config, pass)
     };
-    without_foreign(md, &view, planned)
+    Plan {
+        operator_upgrade,
+        ..without_foreign(md, &view, planned)
+    }
 }
 
 /// Leaves out of `plan` every child that `md` does not control.
@@ -312,6 +304,7 @@ fn frozen(md: &ModelDeployment, observed: &Observed, pass: Pass, progressing: Ve
         // An invalid spec is looked at again soon: PVCs are not watched.
         waiting: !md.spec.paused,
         events: pass.events,
+        operator_upgrade: false,
     }
 }
 
@@ -413,5 +406,6 @@ fn rolled(
         status,
         events,
         waiting,
+        operator_upgrade: false,
     }
 }

@@ -64,5 +64,6 @@ pub fn rejected(md: &ModelDeployment, planned: &Plan, refusal: &str, now: DateTi
         status,
         events,
         waiting: true,
+        operator_upgrade: planned.operator_upgrade,
     }
 }

@@ -3,7 +3,6 @@
 use kandle_crds::conditions::{self, reasons};
 
 use super::*;
-use crate::plan::wants_operator_upgrade;
 use crate::testing::md;
 
 fn upgraded() -> OperatorConfig {
@@ -21,8 +20,8 @@ fn a_new_default_image_waits_for_a_slot_and_the_stable_revision_keeps_serving() 
         0,
     );
     let stable = revision_of(&md_v1);
-    assert!(wants_operator_upgrade(&md_v1, &cluster, &upgraded()));
-    assert!(!wants_operator_upgrade(&md_v1, &cluster, &config()));
+    assert!(plan(&md_v1, &cluster, at(100), &upgraded()).operator_upgrade);
+    assert!(!plan(&md_v1, &cluster, at(100), &config()).operator_upgrade);
 
     let mut full = cluster.clone();
     full.upgrade_waits = true;
@@ -53,7 +52,7 @@ fn a_new_default_image_waits_for_a_slot_and_the_stable_revision_keeps_serving() 
 fn a_change_of_the_users_own_spec_never_waits_for_a_slot() {
     let (md_v1, cluster) = settled(&md("bert").build(), &Observed::default(), 0);
     let md_v2 = respec(&md_v1, &md("bert").with_version("v2").build());
-    assert!(!wants_operator_upgrade(&md_v2, &cluster, &upgraded()));
+    assert!(!plan(&md_v2, &cluster, at(100), &upgraded()).operator_upgrade);
     let mut full = cluster.clone();
     full.upgrade_waits = true;
     let plan = plan(&md_v2, &full, at(100), &upgraded());
