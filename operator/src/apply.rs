@@ -1,6 +1,6 @@
-//! Acts on a [`Plan`]: first the status through the status subresource, conditional on the
-//! `ModelDeployment`'s resourceVersion, so a plan made from a stale cached object writes nothing
-//! at all; then server-side apply of every child (field manager `kandle-operator`, forced),
+//! Acts on a [`Plan`]: first the status (when the plan says to write it) through the status
+//! subresource, conditional on the `ModelDeployment`'s resourceVersion, so a plan made from a
+//! stale cached object writes nothing at all; then server-side apply of every child (field manager `kandle-operator`, forced),
 //! deletion of children no longer wanted (only the very object observed, by UID), then the
 //! planned events. No decisions are made here.
 
@@ -48,23 +48,25 @@ pub async fn apply_with(
     // has since changed gets 409 before it touches any child, instead of writing children (a
     // retired revision scaled back up) and a status (and condition times) derived from an
     // older object.
-    let status = serde_json::json!({
-        "apiVersion": ModelDeployment::api_version(&()),
-        "kind": ModelDeployment::kind(&()),
-        "metadata": { "resourceVersion": md.resource_version() },
-        "status": plan.status,
-    });
-    Api::<ModelDeployment>::namespaced(client.clone(), &ns)
-        .patch_status(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&status),
-        )
-        .await
-        .map_err(|source| Error::ApplyStatus {
-            md: key.clone(),
-            source,
-        })?;
+    if plan.write_status {
+        let status = serde_json::json!({
+            "apiVersion": ModelDeployment::api_version(&()),
+            "kind": ModelDeployment::kind(&()),
+            "metadata": { "resourceVersion": md.resource_version() },
+            "status": plan.status,
+        });
+        Api::<ModelDeployment>::namespaced(client.clone(), &ns)
+            .patch_status(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&status),
+            )
+            .await
+            .map_err(|source| Error::ApplyStatus {
+                md: key.clone(),
+                source,
+            })?;
+    }
 
     // Record revisions before anything serves them.
     for revision in &plan.revisions {

@@ -3,7 +3,11 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::{OperatorConfig, CONTROLLER_NAME, DEFAULT_FETCH_IMAGE, DEFAULT_RUNTIME_IMAGE};
+use crate::client::Limits;
+use crate::config::{
+    OperatorConfig, CONTROLLER_NAME, DEFAULT_FETCH_IMAGE, DEFAULT_KUBE_API_BURST,
+    DEFAULT_KUBE_API_QPS, DEFAULT_RECONCILE_CONCURRENCY, DEFAULT_RUNTIME_IMAGE,
+};
 
 /// The kandle operator: serves ModelDeployments (kandle.dev/v1alpha1) with kandle-runtime pods.
 #[derive(Parser, Debug)]
@@ -68,6 +72,17 @@ pub struct RunArgs {
     /// default runtime image, fetch image or pod template) at once; the others wait their turn.
     #[arg(long, env = "KANDLE_MAX_CONCURRENT_UPGRADES", default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
     pub max_concurrent_upgrades: u16,
+    /// Requests per second the operator sends to the Kubernetes API on average (0: no limit);
+    /// watches stay open and do not count once started.
+    #[arg(long, env = "KANDLE_KUBE_API_QPS", default_value_t = DEFAULT_KUBE_API_QPS)]
+    pub kube_api_qps: f32,
+    /// Requests the operator may send at once after a quiet spell.
+    #[arg(long, env = "KANDLE_KUBE_API_BURST", default_value_t = DEFAULT_KUBE_API_BURST, value_parser = clap::value_parser!(u32).range(1..))]
+    pub kube_api_burst: u32,
+    /// How many ModelDeployments are reconciled at once (0: no limit). A pass for one
+    /// ModelDeployment never runs twice at the same time.
+    #[arg(long, env = "KANDLE_RECONCILE_CONCURRENCY", default_value_t = DEFAULT_RECONCILE_CONCURRENCY)]
+    pub reconcile_concurrency: u16,
     /// Port serving /metrics, /healthz and /readyz.
     #[arg(long, env = "KANDLE_METRICS_PORT", default_value_t = 8081)]
     pub metrics_port: u16,
@@ -99,7 +114,16 @@ impl RunArgs {
             unschedulable_grace: std::time::Duration::from_secs(self.unschedulable_grace_seconds),
             allowed_host_paths: self.allowed_host_paths.clone(),
             max_concurrent_upgrades: usize::from(self.max_concurrent_upgrades),
+            reconcile_concurrency: self.reconcile_concurrency,
             ..OperatorConfig::default()
+        }
+    }
+
+    /// The client's request rate these flags describe.
+    pub fn client_limits(&self) -> Limits {
+        Limits {
+            qps: f64::from(self.kube_api_qps),
+            burst: self.kube_api_burst,
         }
     }
 
@@ -148,6 +172,37 @@ mod tests {
         assert_eq!(cli.run.namespace.as_deref(), Some("ml"));
         assert!(cli.run.leader_election);
         assert_eq!(cli.run.metrics_port, 8081);
+    }
+
+    #[test]
+    fn the_client_is_polite_by_default_and_tunable() {
+        let cli = Cli::try_parse_from(["kandle-operator"]).unwrap();
+        let limits = cli.run.client_limits();
+        assert_eq!(limits.qps, f64::from(DEFAULT_KUBE_API_QPS));
+        assert_eq!(limits.burst, DEFAULT_KUBE_API_BURST);
+        assert_eq!(
+            cli.run.operator_config().reconcile_concurrency,
+            DEFAULT_RECONCILE_CONCURRENCY
+        );
+        let cli = Cli::try_parse_from([
+            "kandle-operator",
+            "--kube-api-qps",
+            "20",
+            "--kube-api-burst",
+            "30",
+            "--reconcile-concurrency",
+            "4",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.run.client_limits(),
+            Limits {
+                qps: 20.0,
+                burst: 30
+            }
+        );
+        assert_eq!(cli.run.operator_config().reconcile_concurrency, 4);
+        assert!(Cli::try_parse_from(["kandle-operator", "--kube-api-burst", "0"]).is_err());
     }
 
     #[test]

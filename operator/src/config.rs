@@ -1,5 +1,6 @@
-//! Settings of the operator process that shape what it builds: the default runtime image, the
-//! namespace it watches and how often it looks again.
+//! Settings of the operator process that shape what it builds and how hard it works: the default
+//! runtime image, the namespace it watches, how often it looks again, how many passes run at
+//! once, and the defaults of the client's request rate.
 
 use std::time::Duration;
 
@@ -11,6 +12,15 @@ pub const DEFAULT_FETCH_IMAGE: &str = "busybox:1.36";
 pub const FIELD_MANAGER: &str = "kandle-operator";
 /// Name the operator reports events and leases under.
 pub const CONTROLLER_NAME: &str = "kandle-operator";
+
+/// Passes running at once, by default.
+pub const DEFAULT_RECONCILE_CONCURRENCY: u16 = 16;
+/// Quiet time before a pass, by default, in milliseconds.
+pub const DEFAULT_DEBOUNCE_MS: u64 = 50;
+/// Requests per second the operator's client sends on average, by default.
+pub const DEFAULT_KUBE_API_QPS: f32 = 200.0;
+/// Requests the operator's client may send at once after a quiet spell, by default.
+pub const DEFAULT_KUBE_API_BURST: u32 = 400;
 
 /// What the operator needs to know beyond the `ModelDeployment` itself.
 #[derive(Clone, Debug, PartialEq)]
@@ -36,6 +46,12 @@ pub struct OperatorConfig {
     /// How many `ModelDeployment`s may roll out a change the operator caused (a new default
     /// runtime image, fetch image or template code) at once.
     pub max_concurrent_upgrades: usize,
+    /// How many passes may run at once (0: no limit).
+    pub reconcile_concurrency: u16,
+    /// How long a `ModelDeployment` must be quiet before its pass runs: the burst of watch
+    /// events one pass's writes cause (its status and each child) then wakes one pass, not
+    /// one per event.
+    pub debounce: Duration,
 }
 
 impl Default for OperatorConfig {
@@ -44,11 +60,13 @@ impl Default for OperatorConfig {
             runtime_image: DEFAULT_RUNTIME_IMAGE.to_string(),
             namespace: None,
             fetch_image: DEFAULT_FETCH_IMAGE.to_string(),
-            requeue_waiting: Duration::from_secs(10),
+            requeue_waiting: Duration::from_secs(30),
             requeue_idle: Duration::from_secs(300),
             unschedulable_grace: Duration::from_secs(300),
             allowed_host_paths: Vec::new(),
             max_concurrent_upgrades: 10,
+            reconcile_concurrency: DEFAULT_RECONCILE_CONCURRENCY,
+            debounce: Duration::from_millis(DEFAULT_DEBOUNCE_MS),
         }
     }
 }

@@ -1,32 +1,39 @@
 //! The kube-runtime controller: watches `ModelDeployment`s, the children they own and their
-//! pods, and runs observe → plan → apply for each. The reconcile function holds no rules of its own.
+//! pods (see [`crate::cache`]), and runs observe → plan → apply for each, leaving out the writes
+//! that would change nothing. A pod change wakes only its own `ModelDeployment`, and only when
+//! what the planner reads of it changed. Failed passes back off per object; a child the API
+//! server refuses as invalid waits for a spec change. The reconcile function holds no rules of
+//! its own.
 
+use std::collections::hash_map::DefaultHasher;
 use std::future::Future;
-use std::sync::Arc;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
-use k8s_openapi::api::core::v1::{Pod, Service};
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::core::v1::Pod;
 use kandle_crds::{labels, ModelDeployment};
 use kube::api::Api;
-use kube::runtime::controller::{Action, Controller, Error as ControllerError};
+use kube::runtime::controller::{self, Action, Controller, Error as ControllerError};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{watcher, PredicateConfig, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
 
 use crate::apply::apply_with;
+use crate::backoff::{retry_delay, spread, Failures};
+use crate::cache::{self, Caches};
 use crate::config::{OperatorConfig, CONTROLLER_NAME};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::observe::observe;
-use crate::plan::{plan, rejected};
+use crate::plan::{plan, rejected, without_no_ops};
+use crate::pod_problems::{pod_problem, scheduling_failure};
 use crate::upgrades::UpgradeSlots;
 
-/// How soon a failed pass is retried.
-const ERROR_REQUEUE: Duration = Duration::from_secs(15);
+/// Added to a recheck at a verdict's turning point, which is counted in whole seconds.
+const RECHECK_MARGIN: Duration = Duration::from_secs(1);
 /// A slot of a `ModelDeployment` that no pass refreshed for this long is freed (rolling ones
 /// are looked at every `requeue_waiting`).
 const UPGRADE_SLOT_EXPIRY: Duration = Duration::from_secs(300);
@@ -45,6 +52,11 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Slots for rollouts the operator itself causes.
     pub upgrades: UpgradeSlots,
+    /// The running controller's caches; without them (a pass run on its own) passes read
+    /// from the API server.
+    pub caches: OnceLock<Caches>,
+    /// Consecutive failed passes per `ModelDeployment`, for the backoff.
+    pub failures: Failures,
 }
 
 impl Context {
@@ -74,6 +86,8 @@ impl Context {
             recorder,
             metrics,
             upgrades,
+            caches: OnceLock::new(),
+            failures: Failures::default(),
         })
     }
 }
@@ -83,10 +97,17 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
     let started = Instant::now();
     let result = reconcile_once(&md, &ctx).await;
     match &result {
-        Ok(_) => ctx.metrics.record_success(started.elapsed()),
+        Ok(_) => {
+            ctx.failures.succeeded(&key_of(&md));
+            ctx.metrics.record_success(started.elapsed())
+        }
         Err(err) => ctx.metrics.record_failure(err, started.elapsed()),
     }
     result
+}
+
+fn key_of(md: &ModelDeployment) -> String {
+    format!("{}/{}", md.namespace().unwrap_or_default(), md.name_any())
 }
 
 async fn reconcile_once(md: &ModelDeployment, ctx: &Context) -> Result<Action, Error> {
@@ -94,22 +115,28 @@ async fn reconcile_once(md: &ModelDeployment, ctx: &Context) -> Result<Action, E
         // Owner references take the children with it.
         return Ok(Action::await_change());
     }
-    let mut observed = observe(&ctx.client, md).await?;
+    let mut observed = match ctx.caches.get() {
+        Some(caches) => caches.observe(&ctx.client, md).await?,
+        None => observe(&ctx.client, md).await?,
+    };
     let now = chrono::Utc::now();
     let mut plan = plan(md, &observed, now, &ctx.config);
     // A rollout the operator itself caused needs an upgrade slot; without one, plan again with
     // the upgrade held back (only those passes plan twice).
-    let key = format!("{}/{}", md.namespace().unwrap_or_default(), md.name_any());
+    let key = key_of(md);
     if !plan.operator_upgrade {
         ctx.upgrades.release(&key);
     } else if !ctx.upgrades.try_hold(&key, Instant::now()) {
         observed.upgrade_waits = true;
         plan = crate::plan::plan(md, &observed, now, &ctx.config);
     }
+    let plan = without_no_ops(plan, md, &observed);
     tracing::debug!(
         md = %md.name_any(),
         deployments = plan.deployments.len(),
+        revisions = plan.revisions.len(),
         deletions = plan.delete.len(),
+        status = plan.write_status,
         events = plan.events.len(),
         waiting = plan.waiting,
         "applying plan"
@@ -122,23 +149,25 @@ async fn reconcile_once(md: &ModelDeployment, ctx: &Context) -> Result<Action, E
         }
         // A child Kubernetes refuses as invalid is the user's to fix: say so in the status,
         // on the object as it is now (the plan's status write moved its resourceVersion on).
+        // Once said, the pass waits for a spec change (see `error_policy`); if saying it
+        // failed, that failure is retried instead.
         if let Some(refusal) = err.refusal() {
             let report = rejected(md, &plan, &refusal, now);
-            let reported = match fresh(&ctx.client, md).await {
-                Ok(current) => apply_with(&ctx.client, &ctx.recorder, &current, &report).await,
-                Err(read_err) => Err(read_err),
-            };
-            if let Err(report_err) = reported {
-                tracing::warn!(md = %md.name_any(), error = %report_err, "reporting a refused child failed");
-            }
+            let current = fresh(&ctx.client, md).await?;
+            apply_with(&ctx.client, &ctx.recorder, &current, &report).await?;
         }
         return Err(err);
     }
-    Ok(Action::requeue(if plan.waiting {
+    let period = if plan.waiting {
         ctx.config.requeue_waiting
     } else {
         ctx.config.requeue_idle
-    }))
+    };
+    let period = match plan.recheck_in {
+        Some(turn) => period.min(turn + RECHECK_MARGIN),
+        None => period,
+    };
+    Ok(Action::requeue(spread(period, fastrand::f64())))
 }
 
 /// The `ModelDeployment` as the API server holds it now.
@@ -155,10 +184,17 @@ async fn fresh(client: &Client, md: &ModelDeployment) -> Result<ModelDeployment,
         })
 }
 
-/// Logs a failed pass and retries it later (failures are counted in [`reconcile`]).
-pub fn error_policy(md: Arc<ModelDeployment>, error: &Error, _ctx: Arc<Context>) -> Action {
+/// Logs a failed pass and retries it after a jittered, per-object exponential backoff (failures
+/// are counted in [`reconcile`]). A child refused as invalid, already reported in the status,
+/// is not retried: only a change of the `ModelDeployment` can help.
+pub fn error_policy(md: Arc<ModelDeployment>, error: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!(md = %md.name_any(), error = %error, cause = ?std::error::Error::source(error), "reconcile failed");
-    Action::requeue(ERROR_REQUEUE)
+    if error.refusal().is_some() {
+        ctx.failures.succeeded(&key_of(&md));
+        return Action::await_change();
+    }
+    let failures = ctx.failures.failed(&key_of(&md));
+    Action::requeue(retry_delay(failures, fastrand::f64()))
 }
 
 /// Runs the controller until `shutdown` resolves, with a fresh context.
@@ -177,31 +213,38 @@ pub async fn run_with_context(
 ) -> anyhow::Result<()> {
     let client = ctx.client.clone();
     let namespace = ctx.config.namespace.clone();
-    let mds: Api<ModelDeployment> = scoped(&client, namespace.as_deref());
-    // Only children carrying kandle's label are watched.
-    let children = watcher::Config::default().labels(labels::MODEL_DEPLOYMENT);
-    Controller::new(mds, watcher::Config::default())
-        .owns(
-            scoped::<Deployment>(&client, namespace.as_deref()),
-            children.clone(),
-        )
-        .owns(
-            scoped::<ControllerRevision>(&client, namespace.as_deref()),
-            children.clone(),
-        )
-        .owns(
-            scoped::<Service>(&client, namespace.as_deref()),
-            children.clone(),
-        )
-        .owns(
-            scoped::<PodDisruptionBudget>(&client, namespace.as_deref()),
-            children.clone(),
-        )
+    let (caches, watches) = cache::watch(&client, namespace.as_deref());
+    if ctx.caches.set(caches).is_err() {
+        anyhow::bail!("this context already runs a controller");
+    }
+    let mds: Api<ModelDeployment> = match namespace.as_deref() {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let (reader, writer) = reflector::store();
+    let md_changes = reflector::reflector(
+        writer,
+        watcher::watcher(mds, watcher::Config::default())
+            .default_backoff()
+            .modify(cache::strip::<ModelDeployment>),
+    )
+    .applied_objects();
+    let settings = controller::Config::default()
+        .concurrency(ctx.config.reconcile_concurrency)
+        .debounce(ctx.config.debounce);
+    Controller::for_stream(md_changes, reader)
+        .with_config(settings)
+        .owns_stream(watches.deployments)
+        .owns_stream(watches.revisions)
+        .owns_stream(watches.services)
+        .owns_stream(watches.pdbs)
         // Pods belong to ReplicaSets, not to the ModelDeployment: map them by label. A pod that
-        // crashes, cannot pull its image or finds no node wakes its ModelDeployment at once.
-        .watches(
-            scoped::<Pod>(&client, namespace.as_deref()),
-            children,
+        // crashes, cannot pull its image or finds no node wakes its ModelDeployment at once;
+        // one that only starts or becomes ready does not (its Deployment's status says so).
+        .watches_stream(
+            watches
+                .pods
+                .predicate_filter(pod_findings, PredicateConfig::default()),
             |pod| {
                 let md = pod.labels().get(labels::MODEL_DEPLOYMENT)?;
                 Some(ObjectRef::new(md).within(&pod.namespace()?))
@@ -224,12 +267,16 @@ pub async fn run_with_context(
     Ok(())
 }
 
-fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
+/// A hash of what the planner reads of a pod: its scheduling failure, its failing container,
+/// whether it is on its way out. A pod event that changes none of these wakes nothing.
+fn pod_findings(pod: &Pod) -> Option<u64> {
+    let mut hasher = DefaultHasher::new();
+    format!(
+        "{:?}{:?}{}",
+        scheduling_failure(pod),
+        pod_problem(pod),
+        pod.metadata.deletion_timestamp.is_some()
+    )
+    .hash(&mut hasher);
+    Some(hasher.finish())
 }

@@ -69,6 +69,9 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// The watches behind the controller's caches stopped (the controller is shutting down).
+    #[error("the controller's caches are closed")]
+    CacheClosed,
     /// Server-side apply of a Deployment failed.
     #[error("applying Deployment {name}")]
     ApplyDeployment {
@@ -176,6 +179,7 @@ impl Error {
             Error::ObservePdb { .. } => "ObservePdb",
             Error::ObservePods { .. } => "ObservePods",
             Error::ObservePvc { .. } => "ObservePvc",
+            Error::CacheClosed => "CacheClosed",
             Error::ApplyDeployment { .. } => "ApplyDeployment",
             Error::ApplyRevision { .. } => "ApplyRevision",
             Error::ApplyService { .. } => "ApplyService",

@@ -15,7 +15,10 @@
 #![deny(missing_docs)]
 
 pub mod apply;
+pub mod backoff;
+pub mod cache;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod controller;
 pub mod election;

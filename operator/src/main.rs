@@ -60,15 +60,21 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         shutdown_signal(shutdown_rx.clone()),
     ));
 
-    let client = kube::Client::try_default()
+    let client_config = kube::Config::infer()
         .await
         .map_err(|err| anyhow::anyhow!("configuring the Kubernetes client: {err}"))?;
+    let client =
+        kandle_operator::client::client(client_config, args.client_limits(), metrics.clone())
+            .map_err(|err| anyhow::anyhow!("configuring the Kubernetes client: {err}"))?;
     check_api(&client, args.namespace.as_deref()).await?;
     let identity = args.identity();
     let config = args.operator_config();
     tracing::info!(
         namespace = config.namespace.as_deref().unwrap_or("<all>"),
         runtime_image = %config.runtime_image,
+        kube_api_qps = args.kube_api_qps,
+        kube_api_burst = args.kube_api_burst,
+        reconcile_concurrency = config.reconcile_concurrency,
         identity = %identity,
         "starting kandle-operator"
     );

@@ -1,5 +1,6 @@
-//! The operator's own Prometheus metrics: reconciles by result, reconcile duration, and errors
-//! by the failing operation (the [`Error`] variant), rendered in the text exposition format.
+//! The operator's own Prometheus metrics: reconciles by result, reconcile duration, errors by
+//! the failing operation (the [`Error`] variant), and the operator's own API requests by verb,
+//! resource and response code, rendered in the text exposition format.
 
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::client::RequestKind;
 use crate::error::Error;
 
 /// Labels of the reconcile counter.
@@ -24,6 +26,15 @@ struct ErrorLabels {
     error: &'static str,
 }
 
+/// Labels of the API request counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    verb: &'static str,
+    resource: String,
+    /// The HTTP status, `error` when no response came.
+    code: String,
+}
+
 /// The operator's metrics and the registry that renders them.
 #[derive(Debug)]
 pub struct Metrics {
@@ -31,6 +42,7 @@ pub struct Metrics {
     reconciles: Family<ResultLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
     duration: Histogram,
+    requests: Family<RequestLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -62,11 +74,18 @@ impl Metrics {
             "Duration of reconcile passes",
             duration.clone(),
         );
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "api_requests",
+            "Requests the operator sent to the Kubernetes API, by verb, resource and code",
+            requests.clone(),
+        );
         Self {
             registry,
             reconciles,
             errors,
             duration,
+            requests,
         }
     }
 
@@ -89,6 +108,21 @@ impl Metrics {
             })
             .inc();
         self.duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts a request to the API server that got HTTP `code` (`0`: no response).
+    pub fn record_request(&self, kind: &RequestKind, code: u16) {
+        let code = match code {
+            0 => "error".to_string(),
+            code => code.to_string(),
+        };
+        self.requests
+            .get_or_create(&RequestLabels {
+                verb: kind.verb,
+                resource: kind.resource.clone(),
+                code,
+            })
+            .inc();
     }
 
     /// The metrics in the Prometheus text format.
@@ -125,5 +159,23 @@ mod tests {
             text.contains("kandle_operator_reconcile_duration_seconds_count 2"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn requests_are_counted_by_verb_resource_and_code() {
+        let metrics = Metrics::new();
+        let patch =
+            crate::client::classify("PATCH", "/apis/apps/v1/namespaces/ml/deployments/a", None);
+        metrics.record_request(&patch, 200);
+        metrics.record_request(&patch, 200);
+        metrics.record_request(&patch, 0);
+        let text = metrics.render();
+        assert!(
+            text.contains(
+                "kandle_operator_api_requests_total{verb=\"patch\",resource=\"deployments\",code=\"200\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("code=\"error\"} 1"), "{text}");
     }
 }

@@ -42,7 +42,8 @@ pub fn children_selector(md_name: &str) -> String {
     format!("{}={md_name}", labels::MODEL_DEPLOYMENT)
 }
 
-/// Reads the children, pods and PVC of `md` from its namespace.
+/// Reads the children, pods and PVC of `md` from its namespace with LISTs and GETs: for a pass
+/// run on its own, without the controller's caches (see [`crate::cache`]).
 pub async fn observe(client: &Client, md: &ModelDeployment) -> Result<Observed, Error> {
     let name = md.name_any();
     let ns = md
@@ -51,7 +52,7 @@ pub async fn observe(client: &Client, md: &ModelDeployment) -> Result<Observed, 
     let key = format!("{ns}/{name}");
     let lp = ListParams::default().labels(&children_selector(&name));
 
-    let mut deployments = Api::<Deployment>::namespaced(client.clone(), &ns)
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns)
         .list(&lp)
         .await
         .map_err(|source| Error::ObserveDeployments {
@@ -59,9 +60,7 @@ pub async fn observe(client: &Client, md: &ModelDeployment) -> Result<Observed, 
             source,
         })?
         .items;
-    deployments.sort_by_key(|d| d.name_any());
-
-    let mut revisions = Api::<ControllerRevision>::namespaced(client.clone(), &ns)
+    let revisions = Api::<ControllerRevision>::namespaced(client.clone(), &ns)
         .list(&lp)
         .await
         .map_err(|source| Error::ObserveRevisions {
@@ -69,7 +68,6 @@ pub async fn observe(client: &Client, md: &ModelDeployment) -> Result<Observed, 
             source,
         })?
         .items;
-    revisions.sort_by_key(|r| r.name_any());
 
     let service = Api::<Service>::namespaced(client.clone(), &ns)
         .get_opt(&name)
@@ -94,32 +92,54 @@ pub async fn observe(client: &Client, md: &ModelDeployment) -> Result<Observed, 
             source,
         })?
         .items;
+    let pvc_exists = pvc_exists(client, md).await?;
+    Ok(assemble(
+        Children {
+            deployments,
+            revisions,
+            service,
+            pdb,
+        },
+        pods.iter(),
+        pvc_exists,
+    ))
+}
+
+/// The children of one `ModelDeployment`, as read.
+pub struct Children {
+    /// Its Deployments.
+    pub deployments: Vec<Deployment>,
+    /// Its ControllerRevisions.
+    pub revisions: Vec<ControllerRevision>,
+    /// Its Service.
+    pub service: Option<Service>,
+    /// Its PodDisruptionBudget.
+    pub pdb: Option<PodDisruptionBudget>,
+}
+
+/// What was read, in the planner's terms: children sorted by name, and what is wrong with the
+/// pods that are not on their way out.
+pub fn assemble<'a>(
+    children: Children,
+    pods: impl Iterator<Item = &'a Pod> + Clone,
+    pvc_exists: Option<bool>,
+) -> Observed {
+    let Children {
+        mut deployments,
+        mut revisions,
+        service,
+        pdb,
+    } = children;
+    deployments.sort_by_key(|d| d.name_any());
+    revisions.sort_by_key(|r| r.name_any());
     // Pods on their way out say nothing about the revision's health.
-    let live = || {
-        pods.iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-    };
-    let mut unschedulable: Vec<SchedulingFailure> = live().filter_map(scheduling_failure).collect();
+    let live = pods.filter(|p| p.metadata.deletion_timestamp.is_none());
+    let mut unschedulable: Vec<SchedulingFailure> =
+        live.clone().filter_map(scheduling_failure).collect();
     unschedulable.sort_by(|a, b| a.pod.cmp(&b.pod));
-    let mut pod_problems: Vec<PodProblem> = live().filter_map(pod_problem).collect();
+    let mut pod_problems: Vec<PodProblem> = live.filter_map(pod_problem).collect();
     pod_problems.sort_by(|a, b| a.pod.cmp(&b.pod));
-
-    let pvc_exists = match &md.spec.model.source.pvc {
-        Some(pvc) => Some(
-            Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns)
-                .get_opt(&pvc.claim_name)
-                .await
-                .map_err(|source| Error::ObservePvc {
-                    md: key.clone(),
-                    claim: pvc.claim_name.clone(),
-                    source,
-                })?
-                .is_some(),
-        ),
-        None => None,
-    };
-
-    Ok(Observed {
+    Observed {
         deployments,
         revisions,
         service,
@@ -128,5 +148,23 @@ pub async fn observe(client: &Client, md: &ModelDeployment) -> Result<Observed, 
         pod_problems,
         upgrade_waits: false,
         pvc_exists,
-    })
+    }
+}
+
+/// Whether the PVC named by `md`'s `pvc` model source exists; `None` for other sources. PVCs
+/// are not watched: this is a read each time.
+pub async fn pvc_exists(client: &Client, md: &ModelDeployment) -> Result<Option<bool>, Error> {
+    let Some(pvc) = &md.spec.model.source.pvc else {
+        return Ok(None);
+    };
+    let ns = md.namespace().unwrap_or_default();
+    Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns)
+        .get_opt(&pvc.claim_name)
+        .await
+        .map(|found| Some(found.is_some()))
+        .map_err(|source| Error::ObservePvc {
+            md: format!("{ns}/{}", md.name_any()),
+            claim: pvc.claim_name.clone(),
+            source,
+        })
 }

@@ -42,6 +42,9 @@ fn help_lists_every_flag() {
         "--lease-name",
         "--identity",
         "--log-format",
+        "--kube-api-qps",
+        "--kube-api-burst",
+        "--reconcile-concurrency",
     ] {
         assert!(
             help.contains(flag),

@@ -1,17 +1,17 @@
-//! Forming model batches from the request queue under a token budget.
+//! Forming model batches fairly across requests, under a token budget.
 //!
-//! The model thread calls [`next_batch`] whenever it is free: it blocks for the first job, then
-//! takes whatever else is already queued while the batch stays within `max_tokens` and
-//! `max_requests`. Jobs whose client has gone away are dropped here, before inference. A job that
-//! does not fit is carried over to start the next batch, so order is kept.
+//! The model thread keeps the admitted requests in arrival order and calls [`next_batch`]
+//! whenever it is free. A batch is filled in rounds: each round takes the next input of every
+//! request that still has one and whose input fits, so one request of 64 long inputs shares each
+//! batch with the short requests that came after it instead of holding them back. A request's
+//! inputs are taken in order, and an empty batch takes any input, so an oversized one still runs.
 
-use tokio::sync::mpsc;
-
-/// What the batcher needs to know about a queued job.
-pub trait Queued {
-    fn tokens(&self) -> usize;
-    /// True when nobody waits for the answer any more.
-    fn is_cancelled(&self) -> bool;
+/// What the batcher needs to know about an admitted request.
+pub trait Pending {
+    /// Tokens of the next input not yet batched; `None` once every input is batched.
+    fn next_tokens(&self) -> Option<usize>;
+    /// Marks that input as batched and returns its index within the request.
+    fn take_next(&mut self) -> usize;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,78 +20,58 @@ pub struct BatchLimits {
     pub max_requests: usize,
 }
 
-/// A batch ready for the model.
-#[derive(Debug)]
-pub struct Batch<J> {
-    pub jobs: Vec<J>,
-    pub tokens: usize,
-    /// Jobs taken off the queue for this batch, cancelled ones included.
-    pub dequeued: usize,
-    pub cancelled: usize,
-}
-
-impl<J> Batch<J> {
-    fn new() -> Self {
-        Self {
-            jobs: Vec::new(),
-            tokens: 0,
-            dequeued: 0,
-            cancelled: 0,
-        }
-    }
-}
-
 impl BatchLimits {
-    /// Whether a job of `tokens` may join a batch that already holds `jobs` jobs and
-    /// `batch_tokens` tokens. An empty batch takes any job, so an oversized job still runs.
-    pub fn admits(&self, jobs: usize, batch_tokens: usize, tokens: usize) -> bool {
-        jobs == 0 || (jobs < self.max_requests && batch_tokens + tokens <= self.max_tokens)
+    /// Whether an input of `tokens` may join a batch that already holds `inputs` inputs and
+    /// `batch_tokens` tokens.
+    pub fn admits(&self, inputs: usize, batch_tokens: usize, tokens: usize) -> bool {
+        inputs == 0 || (inputs < self.max_requests && batch_tokens + tokens <= self.max_tokens)
     }
 }
 
-/// Blocks until at least one live job is queued and returns the batch, or `None` once the queue
-/// is closed and empty. `carry` holds a job taken from the queue that did not fit last time.
-pub fn next_batch<J: Queued>(
-    queue: &mut mpsc::Receiver<J>,
-    carry: &mut Option<J>,
-    limits: BatchLimits,
-) -> Option<Batch<J>> {
-    let mut batch = Batch::new();
+/// One input chosen for a batch: the request's position in the slice, and the input's index
+/// within that request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pick {
+    pub request: usize,
+    pub input: usize,
+    pub tokens: usize,
+}
+
+/// Chooses the next batch from `pending` (in arrival order) and marks its inputs as batched.
+/// Empty only when no request has an input left.
+pub fn next_batch<P: Pending>(pending: &mut [P], limits: BatchLimits) -> Vec<Pick> {
+    let mut picks = Vec::new();
+    let mut tokens = 0;
+    // A request whose next input did not fit waits for the next batch, keeping its order.
+    let mut blocked = vec![false; pending.len()];
     loop {
-        let job = match carry.take() {
-            Some(job) => job,
-            None if batch.jobs.is_empty() => match queue.try_recv() {
-                Ok(job) => {
-                    batch.dequeued += 1;
-                    job
-                }
-                // Nothing queued: hand back what was dropped so far, else wait.
-                Err(_) if batch.dequeued > 0 => return Some(batch),
-                Err(_) => {
-                    let job = queue.blocking_recv()?;
-                    batch.dequeued += 1;
-                    job
-                }
-            },
-            None => match queue.try_recv() {
-                Ok(job) => {
-                    batch.dequeued += 1;
-                    job
-                }
-                Err(_) => return Some(batch),
-            },
-        };
-        if job.is_cancelled() {
-            batch.cancelled += 1;
-            continue;
+        let mut progressed = false;
+        for (index, request) in pending.iter_mut().enumerate() {
+            if blocked[index] {
+                continue;
+            }
+            let Some(next) = request.next_tokens() else {
+                continue;
+            };
+            if !limits.admits(picks.len(), tokens, next) {
+                blocked[index] = true;
+                continue;
+            }
+            let input = request.take_next();
+            picks.push(Pick {
+                request: index,
+                input,
+                tokens: next,
+            });
+            tokens += next;
+            progressed = true;
+            if picks.len() >= limits.max_requests {
+                return picks;
+            }
         }
-        let tokens = job.tokens();
-        if !limits.admits(batch.jobs.len(), batch.tokens, tokens) {
-            *carry = Some(job);
-            return Some(batch);
+        if !progressed {
+            return picks;
         }
-        batch.tokens += tokens;
-        batch.jobs.push(job);
     }
 }
 
@@ -100,107 +80,109 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    #[derive(Debug, Clone, PartialEq)]
+    #[derive(Debug, Clone)]
     struct Fake {
-        id: usize,
-        tokens: usize,
-        cancelled: bool,
+        inputs: Vec<usize>,
+        taken: usize,
     }
 
-    impl Queued for Fake {
-        fn tokens(&self) -> usize {
-            self.tokens
+    impl Pending for Fake {
+        fn next_tokens(&self) -> Option<usize> {
+            self.inputs.get(self.taken).copied()
         }
-        fn is_cancelled(&self) -> bool {
-            self.cancelled
+        fn take_next(&mut self) -> usize {
+            self.taken += 1;
+            self.taken - 1
         }
     }
 
-    fn queue(jobs: &[Fake]) -> mpsc::Receiver<Fake> {
-        let (tx, rx) = mpsc::channel(jobs.len().max(1));
-        for job in jobs {
-            tx.try_send(job.clone()).unwrap();
-        }
-        rx
+    fn requests(inputs: &[&[usize]]) -> Vec<Fake> {
+        inputs
+            .iter()
+            .map(|i| Fake {
+                inputs: i.to_vec(),
+                taken: 0,
+            })
+            .collect()
     }
 
-    fn drain(jobs: &[Fake], limits: BatchLimits) -> Vec<Batch<Fake>> {
-        let mut rx = queue(jobs);
-        rx.close();
-        let mut carry = None;
-        std::iter::from_fn(|| next_batch(&mut rx, &mut carry, limits)).collect()
+    fn limits(max_tokens: usize, max_requests: usize) -> BatchLimits {
+        BatchLimits {
+            max_tokens,
+            max_requests,
+        }
     }
 
-    fn job(id: usize, tokens: usize) -> Fake {
-        Fake {
-            id,
-            tokens,
-            cancelled: false,
-        }
+    #[test]
+    fn a_short_request_is_not_held_back_by_a_long_one_before_it() {
+        let big = [512; 64];
+        let mut pending = requests(&[&big, &[8], &[9]]);
+        let batch = next_batch(&mut pending, limits(16384, 64));
+        let requests: Vec<usize> = batch.iter().map(|p| p.request).collect();
+        assert!(
+            requests.contains(&1) && requests.contains(&2),
+            "{requests:?}"
+        );
+        assert_eq!(batch.iter().map(|p| p.tokens).sum::<usize>(), 31 * 512 + 17);
     }
 
     #[test]
     fn batches_fill_up_to_the_token_budget() {
-        let limits = BatchLimits {
-            max_tokens: 10,
-            max_requests: 8,
-        };
-        let batches = drain(&[job(0, 4), job(1, 4), job(2, 4), job(3, 1)], limits);
-        let ids: Vec<Vec<usize>> = batches
-            .iter()
-            .map(|b| b.jobs.iter().map(|j| j.id).collect())
-            .collect();
-        assert_eq!(ids, vec![vec![0, 1], vec![2, 3]]);
+        let mut pending = requests(&[&[4, 4, 4], &[1]]);
+        let first = next_batch(&mut pending, limits(10, 8));
+        assert_eq!(first.iter().map(|p| p.tokens).sum::<usize>(), 9);
+        let second = next_batch(&mut pending, limits(10, 8));
+        assert_eq!(second.len(), 1);
+        assert!(next_batch(&mut pending, limits(10, 8)).is_empty());
     }
 
     #[test]
-    fn an_oversized_job_runs_alone() {
-        let limits = BatchLimits {
-            max_tokens: 10,
-            max_requests: 8,
-        };
-        let batches = drain(&[job(0, 50), job(1, 2)], limits);
-        assert_eq!(batches.len(), 2);
-        assert_eq!(batches[0].tokens, 50);
-    }
-
-    #[test]
-    fn cancelled_jobs_never_reach_the_model() {
-        let limits = BatchLimits {
-            max_tokens: 100,
-            max_requests: 8,
-        };
-        let mut gone = job(1, 5);
-        gone.cancelled = true;
-        let batches = drain(&[job(0, 5), gone, job(2, 5)], limits);
-        assert_eq!(batches.len(), 1);
-        assert_eq!(batches[0].jobs.len(), 2);
-        assert_eq!((batches[0].dequeued, batches[0].cancelled), (3, 1));
+    fn an_oversized_input_runs_alone() {
+        let mut pending = requests(&[&[50], &[2]]);
+        let first = next_batch(&mut pending, limits(10, 8));
+        assert_eq!((first.len(), first[0].tokens), (1, 50));
+        assert_eq!(next_batch(&mut pending, limits(10, 8))[0].request, 1);
     }
 
     proptest! {
         #[test]
-        fn every_live_job_runs_once_in_order_within_limits(
-            specs in prop::collection::vec((1usize..40, any::<bool>()), 0..60),
+        fn every_input_runs_once_in_request_order_within_limits(
+            shapes in prop::collection::vec(prop::collection::vec(1usize..40, 0..8), 0..12),
             max_tokens in 1usize..100,
             max_requests in 1usize..10,
         ) {
-            let jobs: Vec<Fake> = specs
+            let mut pending: Vec<Fake> = shapes
                 .iter()
-                .enumerate()
-                .map(|(id, &(tokens, cancelled))| Fake { id, tokens, cancelled })
+                .map(|inputs| Fake { inputs: inputs.clone(), taken: 0 })
                 .collect();
-            let limits = BatchLimits { max_tokens, max_requests };
-            let batches = drain(&jobs, limits);
-
-            let ran: Vec<usize> = batches.iter().flat_map(|b| b.jobs.iter().map(|j| j.id)).collect();
-            let live: Vec<usize> = jobs.iter().filter(|j| !j.cancelled).map(|j| j.id).collect();
-            prop_assert_eq!(ran, live);
-            prop_assert_eq!(batches.iter().map(|b| b.dequeued).sum::<usize>(), jobs.len());
-            for batch in &batches {
-                prop_assert!(batch.jobs.len() <= max_requests);
-                prop_assert_eq!(batch.tokens, batch.jobs.iter().map(|j| j.tokens).sum::<usize>());
-                prop_assert!(batch.tokens <= max_tokens || batch.jobs.len() == 1);
+            let limits = limits(max_tokens, max_requests);
+            let mut seen: Vec<Vec<usize>> = vec![Vec::new(); pending.len()];
+            loop {
+                let waiting: Vec<bool> = pending.iter().map(|r| r.next_tokens().is_some()).collect();
+                let batch = next_batch(&mut pending, limits);
+                if batch.is_empty() {
+                    prop_assert!(waiting.iter().all(|w| !w));
+                    break;
+                }
+                let tokens: usize = batch.iter().map(|p| p.tokens).sum();
+                prop_assert!(batch.len() <= max_requests);
+                prop_assert!(tokens <= max_tokens || batch.len() == 1);
+                // Fairness: with room left, a waiting request is missing only if it did not fit.
+                if batch.len() < max_requests {
+                    for (index, waited) in waiting.iter().enumerate() {
+                        if *waited && !batch.iter().any(|p| p.request == index) {
+                            let next = shapes[index][seen[index].len()];
+                            prop_assert!(tokens + next > max_tokens);
+                        }
+                    }
+                }
+                for pick in batch {
+                    prop_assert_eq!(shapes[pick.request][pick.input], pick.tokens);
+                    seen[pick.request].push(pick.input);
+                }
+            }
+            for (index, inputs) in seen.iter().enumerate() {
+                prop_assert_eq!(inputs.clone(), (0..shapes[index].len()).collect::<Vec<_>>());
             }
         }
     }

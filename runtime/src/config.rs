@@ -120,9 +120,41 @@ pub struct Config {
     #[arg(long, env = "KANDLE_MAX_BATCH_REQUESTS", default_value_t = 64)]
     pub max_batch_requests: usize,
 
-    /// Requests admitted at once; more get 429 immediately.
+    /// Requests admitted at once (from before their body is read to their answer); more get 429
+    /// immediately.
     #[arg(long, env = "KANDLE_MAX_CONCURRENT_REQUESTS", default_value_t = 512)]
     pub max_concurrent_requests: usize,
+
+    /// Tokens of work admitted and not yet answered; more get 429 immediately. Default: what the
+    /// model gets through in half the request timeout, measured at warm-up.
+    #[arg(long, env = "KANDLE_MAX_QUEUED_TOKENS")]
+    pub max_queued_tokens: Option<usize>,
+
+    /// Largest request body; larger ones get 413, unread when announced by Content-Length.
+    #[arg(long, env = "KANDLE_MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Bytes of request bodies held at once (announced length, else --max-body-bytes); more
+    /// requests get 429 before their body is read.
+    #[arg(long, env = "KANDLE_MAX_PENDING_BODY_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_pending_body_bytes: usize,
+
+    /// How long a client may take to send its request body (408 after).
+    #[arg(long, env = "KANDLE_BODY_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub body_timeout: Duration,
+
+    /// Open connections at once; further connections wait in the listen backlog.
+    #[arg(long, env = "KANDLE_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+
+    /// Threads that tokenize requests. Default: a quarter of the CPU threads (at least 1) on the
+    /// CPU, all but one core on a GPU.
+    #[arg(long, env = "KANDLE_TOKENIZER_THREADS")]
+    pub tokenizer_threads: Option<usize>,
+
+    /// Failed model batches in a row after which /healthz fails, so Kubernetes restarts the pod.
+    #[arg(long, env = "KANDLE_UNHEALTHY_AFTER_FAILURES", default_value_t = 3)]
+    pub unhealthy_after_failures: usize,
 
     /// Most inputs in one client request.
     #[arg(long, env = "KANDLE_MAX_CLIENT_BATCH_SIZE", default_value_t = 64)]
@@ -179,14 +211,29 @@ impl Config {
             ("--max-batch-requests", self.max_batch_requests),
             ("--max-concurrent-requests", self.max_concurrent_requests),
             ("--max-client-batch-size", self.max_client_batch_size),
+            ("--max-body-bytes", self.max_body_bytes),
+            ("--max-connections", self.max_connections),
+            ("--unhealthy-after-failures", self.unhealthy_after_failures),
         ];
         for (flag, value) in positive {
             if value == 0 {
                 return Err(format!("{flag} must be at least 1"));
             }
         }
-        if self.threads == Some(0) {
-            return Err("--threads must be at least 1".to_owned());
+        for (flag, value) in [
+            ("--threads", self.threads),
+            ("--tokenizer-threads", self.tokenizer_threads),
+            ("--max-queued-tokens", self.max_queued_tokens),
+        ] {
+            if value == Some(0) {
+                return Err(format!("{flag} must be at least 1"));
+            }
+        }
+        if self.max_pending_body_bytes < self.max_body_bytes {
+            return Err(format!(
+                "--max-pending-body-bytes ({}) must be at least --max-body-bytes ({})",
+                self.max_pending_body_bytes, self.max_body_bytes
+            ));
         }
         Ok(())
     }

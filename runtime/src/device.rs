@@ -10,24 +10,34 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::config::{DTypeChoice, DeviceChoice};
 
+/// Opens the chosen device. `auto` is CUDA device 0 in a binary built with `cuda`, and it fails
+/// when that device cannot be opened: a GPU pod must not quietly serve at CPU speed. Only
+/// `--device cpu` (or a binary built without CUDA) serves on the CPU.
 pub fn select_device(choice: DeviceChoice) -> anyhow::Result<Device> {
+    resolve_device(
+        choice,
+        candle_core::utils::cuda_is_available(),
+        Device::new_cuda,
+    )
+}
+
+fn resolve_device(
+    choice: DeviceChoice,
+    cuda_built: bool,
+    open_cuda: impl Fn(usize) -> candle_core::Result<Device>,
+) -> anyhow::Result<Device> {
     match choice {
         DeviceChoice::Cpu => Ok(Device::Cpu),
-        DeviceChoice::Auto if candle_core::utils::cuda_is_available() => {
-            match Device::new_cuda(0) {
-                Ok(device) => Ok(device),
-                Err(err) => {
-                    tracing::warn!(%err, "CUDA is compiled in but device 0 failed; using the CPU");
-                    Ok(Device::Cpu)
-                }
-            }
-        }
-        DeviceChoice::Auto => Ok(Device::Cpu),
+        DeviceChoice::Auto if !cuda_built => Ok(Device::Cpu),
+        DeviceChoice::Auto => open_cuda(0).context(
+            "--device auto: this binary is built with CUDA but CUDA device 0 cannot be opened \
+             (no GPU visible, or a driver problem); pass --device cpu to serve on the CPU",
+        ),
         DeviceChoice::Cuda(ordinal) => {
-            if !candle_core::utils::cuda_is_available() {
+            if !cuda_built {
                 bail!("--device cuda:{ordinal} asked for, but this binary was built without the `cuda` feature");
             }
-            Device::new_cuda(ordinal).with_context(|| format!("cannot open CUDA device {ordinal}"))
+            open_cuda(ordinal).with_context(|| format!("cannot open CUDA device {ordinal}"))
         }
     }
 }
@@ -164,6 +174,28 @@ mod tests {
         std::fs::write(dir.join("cpu.max"), "100000 100000\n").unwrap();
         assert_eq!(cgroup_cpu_limit(&dir), Some(1));
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn no_gpu(_: usize) -> candle_core::Result<Device> {
+        Err(candle_core::Error::Msg("CUDA_ERROR_NO_DEVICE".to_owned()))
+    }
+
+    #[test]
+    fn auto_never_falls_back_to_the_cpu_when_cuda_fails() {
+        let err = resolve_device(DeviceChoice::Auto, true, no_gpu).unwrap_err();
+        let message = format!("{err:#}");
+        assert!(
+            message.contains("--device cpu") && message.contains("CUDA_ERROR_NO_DEVICE"),
+            "{message}"
+        );
+        assert!(resolve_device(DeviceChoice::Cpu, true, no_gpu)
+            .unwrap()
+            .is_cpu());
+        assert!(resolve_device(DeviceChoice::Auto, false, no_gpu)
+            .unwrap()
+            .is_cpu());
+        assert!(resolve_device(DeviceChoice::Cuda(1), false, no_gpu).is_err());
+        assert!(resolve_device(DeviceChoice::Cuda(0), true, no_gpu).is_err());
     }
 
     #[test]

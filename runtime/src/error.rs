@@ -24,10 +24,14 @@ pub enum ApiError {
         tokens: usize,
         limit: usize,
     },
+    #[error("input {index} has more than {limit} token ids, the limit (the server truncates only when started with --truncate)")]
+    TooManyIds { index: usize, limit: usize },
     #[error("the request body is larger than the server accepts")]
     BodyTooLarge,
-    #[error("the server is at its limit of {0} concurrent requests; retry later")]
-    Overloaded(usize),
+    #[error("{0}; retry later")]
+    Overloaded(String),
+    #[error("the request body did not arrive within {0:?}")]
+    BodyTimeout(std::time::Duration),
     #[error("the request did not finish within {0:?}")]
     Timeout(std::time::Duration),
     #[error("the model is still loading")]
@@ -50,9 +54,12 @@ impl ApiError {
         match self {
             Self::InvalidJson(_) | Self::InvalidInput { .. } => StatusCode::BAD_REQUEST,
             Self::UnknownModel(..) => StatusCode::NOT_FOUND,
-            Self::InputTooLong { .. } | Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::InputTooLong { .. } | Self::TooManyIds { .. } | Self::BodyTooLarge => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             Self::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::NotReady | Self::Draining => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -64,10 +71,11 @@ impl ApiError {
             Self::InvalidJson(_) => "invalid_json",
             Self::InvalidInput { .. } => "invalid_input",
             Self::UnknownModel(..) => "model_not_found",
-            Self::InputTooLong { .. } => "context_length_exceeded",
+            Self::InputTooLong { .. } | Self::TooManyIds { .. } => "context_length_exceeded",
             Self::BodyTooLarge => "body_too_large",
             Self::Overloaded(_) => "rate_limit_exceeded",
             Self::Timeout(_) => "timeout",
+            Self::BodyTimeout(_) => "body_timeout",
             Self::NotReady => "model_loading",
             Self::Draining => "shutting_down",
             Self::Internal(_) => "internal_error",
@@ -79,7 +87,7 @@ impl ApiError {
         match self {
             Self::InvalidInput { param, .. } => *param,
             Self::UnknownModel(..) => Some("model"),
-            Self::InputTooLong { .. } => Some("input"),
+            Self::InputTooLong { .. } | Self::TooManyIds { .. } => Some("input"),
             _ => None,
         }
     }

@@ -3,8 +3,9 @@
 //! It loads a Hugging Face embedding model folder with candle and serves it over HTTP:
 //!
 //! ```text
-//! HTTP (api) -> validation (tokenize) -> bounded queue (engine) -> token-budget batches
-//!   (batcher) -> model thread (model) -> one-shot reply -> HTTP
+//! HTTP (listener, api) -> admission before the body (admission) -> typed parsing (api)
+//!   -> tokenizer threads (tokenize) -> admission by tokens -> model thread (engine), fair
+//!   token-budget batches (batcher) -> model (model) -> one reply per request -> HTTP
 //! ```
 //!
 //! [`serve`] runs the whole server on a given listener, so tests run it in-process; the binary
@@ -12,12 +13,14 @@
 #![forbid(unsafe_code)]
 #![deny(warnings)]
 
+pub mod admission;
 pub mod api;
 pub mod batcher;
 pub mod config;
 pub mod device;
 pub mod engine;
 pub mod error;
+mod listener;
 pub mod metrics;
 pub mod model;
 mod server;

@@ -25,6 +25,11 @@ pub struct RouteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ModelLabels {
     pub model: String,
     pub version: String,
@@ -47,6 +52,10 @@ pub struct Metrics {
     pub batch_tokens: Histogram,
     pub inference_duration: Histogram,
     pub tokens: Counter,
+    pub queued_tokens: Gauge,
+    pub max_queued_tokens: Gauge,
+    pub batch_failures: Family<ReasonLabels, Counter>,
+    pub abandoned_requests: Family<ReasonLabels, Counter>,
     pub model_load_seconds: Gauge<f64, AtomicU64>,
     pub model_info: Family<ModelLabels, Gauge>,
 }
@@ -108,6 +117,31 @@ impl Metrics {
             "Input tokens accepted for inference",
             tokens.clone(),
         );
+        let queued_tokens = Gauge::default();
+        registry.register(
+            "kandle_queued_tokens",
+            "Tokens of admitted requests not yet answered",
+            queued_tokens.clone(),
+        );
+        let max_queued_tokens = Gauge::default();
+        registry.register(
+            "kandle_max_queued_tokens",
+            "The token budget: tokens admitted at once before requests get 429",
+            max_queued_tokens.clone(),
+        );
+        let batch_failures = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "kandle_batch_failures",
+            "Model batches that failed, by reason (error, panic, non_finite)",
+            batch_failures.clone(),
+        );
+        let abandoned_requests = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "kandle_abandoned_requests",
+            "Admitted requests dropped before inference: the client left (cancelled) or the \
+             deadline could no longer be met (deadline)",
+            abandoned_requests.clone(),
+        );
         let model_load_seconds = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "kandle_model_load_seconds",
@@ -130,6 +164,10 @@ impl Metrics {
             batch_tokens,
             inference_duration,
             tokens,
+            queued_tokens,
+            max_queued_tokens,
+            batch_failures,
+            abandoned_requests,
             model_load_seconds,
             model_info,
         }
@@ -147,6 +185,18 @@ impl Metrics {
                 route: route.to_owned(),
             })
             .observe(seconds);
+    }
+
+    pub fn batch_failure(&self, reason: &'static str) {
+        self.batch_failures
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    pub fn abandoned(&self, reason: &'static str) {
+        self.abandoned_requests
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
     }
 
     /// The OpenMetrics text exposition.
@@ -168,6 +218,8 @@ mod tests {
         let metrics = Metrics::new();
         metrics.record_request("/v1/embeddings", 200, 0.01);
         metrics.tokens.inc_by(7);
+        metrics.batch_failure("non_finite");
+        metrics.abandoned("deadline");
         let text = metrics.encode();
         for name in [
             "kandle_requests_total{route=\"/v1/embeddings\",code=\"200\"} 1",
@@ -179,6 +231,10 @@ mod tests {
             "kandle_inference_duration_seconds_bucket",
             "kandle_tokens_total 7",
             "kandle_model_load_seconds",
+            "kandle_queued_tokens",
+            "kandle_max_queued_tokens",
+            "kandle_batch_failures_total{reason=\"non_finite\"} 1",
+            "kandle_abandoned_requests_total{reason=\"deadline\"} 1",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }

@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use crate::api::{self, AppState, Phase};
 use crate::config::Config;
 use crate::engine::Engine;
+use crate::listener::LimitedListener;
 use crate::metrics::Metrics;
 
 /// Serves `config`'s model on `listener` until `shutdown` resolves and the drain completes.
@@ -28,6 +29,7 @@ where
 
     let (drain_started, drain_signal) = tokio::sync::oneshot::channel::<()>();
     let draining = state.clone();
+    let listener = LimitedListener::new(listener, config.max_connections);
     let server =
         axum::serve(listener, api::router(state.clone())).with_graceful_shutdown(async move {
             shutdown.await;

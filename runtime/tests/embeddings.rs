@@ -51,7 +51,11 @@ async fn embeddings_match_sentence_transformers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batched_results_equal_single_ones() {
     // A small token budget forces the batch to be split across several model batches too.
-    let server = TestServer::start(|c| c.max_batch_tokens = 64).await;
+    let server = TestServer::start(|c| {
+        c.max_batch_tokens = 128;
+        c.max_input_tokens = Some(128);
+    })
+    .await;
     let sentences = reference().sentences;
     let batched = server.embed(json!(sentences)).await;
     let singles = futures::future::join_all(sentences.iter().map(|s| server.embed(json!(s)))).await;

@@ -44,6 +44,7 @@ async fn excess_requests_get_429_and_the_server_recovers() {
     );
     assert!(metrics.contains("kandle_requests_in_flight 0"), "{metrics}");
     assert!(metrics.contains("kandle_queue_depth 0"), "{metrics}");
+    assert!(metrics.contains("kandle_queued_tokens 0"), "{metrics}");
     server.stop().await.unwrap();
 }
 
@@ -72,6 +73,7 @@ async fn clients_that_give_up_are_not_counted_as_in_flight() {
             let metrics = server.get_text("/metrics").await;
             metrics.contains("kandle_requests_in_flight 0")
                 && metrics.contains("kandle_queue_depth 0")
+                && metrics.contains("kandle_queued_tokens 0")
         },
     )
     .await;

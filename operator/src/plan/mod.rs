@@ -9,6 +9,7 @@ mod history;
 mod kstatus;
 mod meta;
 mod model_volume;
+mod noop;
 mod ownership;
 mod pod_template;
 mod progress;
@@ -36,6 +37,7 @@ use kube::ResourceExt;
 pub use deployment::is_available;
 pub use meta::{owner_reference, pod_selector_labels, pod_selector_string, revision_labels};
 pub use model_volume::{FETCH_CONTAINER, MODEL_DIR, MODEL_VOLUME};
+pub use noop::{without_no_ops, APPLIED_HASH};
 pub use ownership::controlled_by;
 pub use pod_template::{
     runtime_args, GPU_PRODUCT_LABEL, PORT_NAME, RUNTIME_CONTAINER, RUNTIME_PORT,
@@ -130,10 +132,16 @@ pub struct Plan {
     pub delete: Vec<ChildRef>,
     /// The full status to write.
     pub status: ModelDeploymentStatus,
+    /// Whether to write [`Plan::status`]: always as planned; [`without_no_ops`] clears it when
+    /// the status is already so and no child is written.
+    pub write_status: bool,
     /// Events to publish, only for what changed in this pass.
     pub events: Vec<PlannedEvent>,
     /// Something is converging (a rollout, a missing PVC): look again soon.
     pub waiting: bool,
+    /// When a verdict that depends on time alone turns (a progress deadline, the grace for
+    /// pods waiting for room), counted from the pass's time; no watch event marks it.
+    pub recheck_in: Option<std::time::Duration>,
     /// The current spec differs from the stable revision only in what the operator supplies
     /// (a new default runtime image, fetch image or template code): a rollout that needs one
     /// of the operator's upgrade slots. With [`Observed::upgrade_waits`] set it is held back.
@@ -179,6 +187,7 @@ pub fn plan(
         .iter()
         .any(|d| d.name_any() == target && is_available(d, md.spec.replicas));
     let deadline_passed = progress::deadline_passed(md, &target, target_available, &now);
+    let deadline_in = progress::time_left(md, &target, target_available, &now);
     let findings = PodFindings {
         md,
         observed,
@@ -188,8 +197,9 @@ pub fn plan(
         now: &now,
         unschedulable_grace: config.unschedulable_grace,
     };
-    let spec_problem =
-        verdicts::spec_problem(md, observed, config).or_else(|| rejection::standing_refusal(md));
+    let operator_problem = verdicts::spec_problem(md, observed, config);
+    let look_again = operator_problem.is_some();
+    let spec_problem = operator_problem.or_else(|| rejection::standing_refusal(md));
     let degraded = match &spec_problem {
         Some(problem) => Verdict::yes(reasons::INVALID_SPEC, problem.clone()),
         None => verdicts::degraded_verdict(&findings, view.conflict(md, &target), deadline_passed),
@@ -208,6 +218,8 @@ pub fn plan(
         deadline_passed,
         gave_up: deadline_passed && stable.is_some(),
         upgrade_queued: queued,
+        look_again,
+        deadline_in,
         snapshot,
     };
     let planned = if md.spec.paused {
@@ -260,6 +272,10 @@ struct Pass {
     gave_up: bool,
     /// An operator-only change waits for an upgrade slot.
     upgrade_queued: bool,
+    /// A problem with the spec that the cluster may fix without a spec change (a missing PVC).
+    look_again: bool,
+    /// Seconds until the target's progress deadline passes, while it runs.
+    deadline_in: Option<i64>,
     /// The snapshot of the target revision.
     snapshot: RevisionSnapshot,
 }
@@ -301,8 +317,11 @@ fn frozen(md: &ModelDeployment, observed: &Observed, pass: Pass, progressing: Ve
         pdb: None,
         delete: Vec::new(),
         status,
-        // An invalid spec is looked at again soon: PVCs are not watched.
-        waiting: !md.spec.paused,
+        write_status: true,
+        // A problem only the operator sees (a missing PVC) is looked at again soon: PVCs are
+        // not watched. A refusal by the API server waits for the spec to change.
+        waiting: !md.spec.paused && pass.look_again,
+        recheck_in: None,
         events: pass.events,
         operator_upgrade: false,
     }
@@ -352,6 +371,17 @@ fn rolled(
             .deployments
             .iter()
             .any(|d| d.name_any() == serving && is_available(d, desired));
+
+    let grace = i64::try_from(config.unschedulable_grace.as_secs()).unwrap_or(i64::MAX);
+    let room_in = findings
+        .waiting_for_room()
+        .map(|(_, waited)| grace.saturating_sub(waited))
+        .filter(|left| *left > 0);
+    let recheck_in = [pass.deadline_in, room_in]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|secs| std::time::Duration::from_secs(secs.unsigned_abs()));
 
     let mut delete = rollout.delete.clone();
     let serving_hash = serving
@@ -404,8 +434,10 @@ fn rolled(
         pdb,
         delete,
         status,
+        write_status: true,
         events,
         waiting,
+        recheck_in,
         operator_upgrade: false,
     }
 }

@@ -25,3 +25,19 @@ pub fn deadline_passed(md: &ModelDeployment, target: &str, available: bool, now:
         _ => false,
     }
 }
+
+/// Seconds until the rollout of `target` runs out of time, while it is progressing and not yet
+/// available: the time to look again with no watch event to wake the pass.
+pub fn time_left(md: &ModelDeployment, target: &str, available: bool, now: &Time) -> Option<i64> {
+    let record = md
+        .status
+        .as_ref()?
+        .history
+        .iter()
+        .find(|r| r.revision == target)?;
+    if available || record.outcome != RevisionOutcome::Progressing {
+        return None;
+    }
+    let deadline = i64::from(md.spec.rollout.progress_deadline_seconds);
+    Some(deadline - (now.0.as_second() - record.time.0.as_second())).filter(|left| *left > 0)
+}

@@ -62,8 +62,11 @@ pub fn rejected(md: &ModelDeployment, planned: &Plan, refusal: &str, now: DateTi
         pdb: None,
         delete: Vec::new(),
         status,
+        write_status: true,
         events,
-        waiting: true,
+        // Only a change of the spec can help.
+        waiting: false,
+        recheck_in: None,
         operator_upgrade: planned.operator_upgrade,
     }
 }

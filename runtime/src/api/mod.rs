@@ -1,28 +1,31 @@
 //! The HTTP edge: the router, the shared state, JSON extraction and request metrics.
 //!
-//! All APIs share one port. Bodies are parsed by [`ApiJson`], whose rejections come out in the
-//! calling API's own error shape (never axum's default 415/422 text). Inference and model routes
-//! are counted in `kandle_requests_total` and timed; probes and `/metrics` are not.
+//! All APIs share one port. An inference request is admitted before its body is read
+//! ([`admit_and_read`]), and its errors come out in the calling API's own error shape (never
+//! axum's default text). Inference and model routes are counted in `kandle_requests_total` and
+//! timed; probes and `/metrics` are not.
 
 mod health;
 mod openai;
+mod openai_input;
 mod v2;
+mod v2_binary;
 
-use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, MatchedPath, Request, State};
-use axum::http::StatusCode;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::de::DeserializeOwned;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde::Deserialize;
 
-use crate::engine::Engine;
+use crate::engine::{Admitted, Engine};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 
@@ -85,6 +88,12 @@ impl AppState {
 
     pub fn set_phase(&self, phase: Phase) {
         self.phase.store(phase as u8, Ordering::Release);
+    }
+
+    /// Why the server cannot serve: the model thread stopped or keeps failing. `None` while
+    /// loading, since a loading server is alive.
+    pub fn health_problem(&self) -> Option<String> {
+        self.engine.get().and_then(|engine| engine.health_problem())
     }
 
     /// The engine, if requests may use it now.
@@ -175,31 +184,47 @@ impl Drop for InFlight {
     }
 }
 
-/// A JSON body whose rejection is the API flavour `F`'s error.
-pub struct ApiJson<T, F>(pub T, PhantomData<F>);
+/// An admitted request's body, read after admission within the size limit and body timeout.
+pub struct AdmittedBody {
+    pub engine: Arc<Engine>,
+    pub admitted: Admitted,
+    pub headers: HeaderMap,
+    pub bytes: Bytes,
+}
 
-impl<S, T, F> FromRequest<S> for ApiJson<T, F>
-where
-    S: Send + Sync,
-    T: DeserializeOwned,
-    F: From<ApiError> + IntoResponse,
-{
-    type Rejection = F;
+/// Admits the request (503 while loading or draining, 429 when full, 413 for an announced body
+/// over the limit), then reads its body (413 over the limit, 408 when too slow).
+pub async fn admit_and_read(state: &AppState, request: Request) -> Result<AdmittedBody, ApiError> {
+    let engine = state.engine()?;
+    let announced = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let admitted = engine.admit(announced)?;
+    let (parts, body) = request.into_parts();
+    let limited = Limited::new(body, engine.max_body_bytes());
+    let timeout = engine.body_timeout();
+    let collected = tokio::time::timeout(timeout, limited.collect())
+        .await
+        .map_err(|_| ApiError::BodyTimeout(timeout))?
+        .map_err(|err| {
+            if err.downcast_ref::<LengthLimitError>().is_some() {
+                ApiError::BodyTooLarge
+            } else {
+                ApiError::InvalidJson(format!("cannot read the request body: {err}"))
+            }
+        })?;
+    Ok(AdmittedBody {
+        engine,
+        admitted,
+        headers: parts.headers,
+        bytes: collected.to_bytes(),
+    })
+}
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes =
-            Bytes::from_request(request, state)
-                .await
-                .map_err(|rejection| match rejection.status() {
-                    StatusCode::PAYLOAD_TOO_LARGE => ApiError::BodyTooLarge,
-                    _ => ApiError::InvalidJson(rejection.body_text()),
-                })?;
-        serde_json::from_slice(&bytes)
-            .map(|value| Self(value, PhantomData))
-            .map_err(|err| {
-                F::from(ApiError::InvalidJson(format!(
-                    "invalid request body: {err}"
-                )))
-            })
-    }
+/// Deserializes a JSON body (borrowing from it where the type allows).
+pub fn parse_json<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes)
+        .map_err(|err| ApiError::InvalidJson(format!("invalid request body: {err}")))
 }

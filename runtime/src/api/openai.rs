@@ -1,21 +1,22 @@
 //! The OpenAI-compatible API: `POST /v1/embeddings` and `GET /v1/models`.
 //!
-//! Parses OpenAI's request shapes (text, texts, token ids, batches of token ids), applies
-//! `dimensions` and `encoding_format`, and renders every error in OpenAI's
-//! `{"error":{"message","type","param","code"}}` shape.
+//! Parses OpenAI's request shapes (text, texts, token ids, batches of token ids; see
+//! `openai_input`), applies `dimensions` and `encoding_format`, and renders every error in
+//! OpenAI's `{"error":{"message","type","param","code"}}` shape.
 
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
-use super::{ApiJson, AppState};
+use super::openai_input::parse_input;
+use super::{admit_and_read, parse_json, AppState};
 use crate::error::ApiError;
 use crate::model::pooling::normalize;
-use crate::tokenize::Input;
 
 /// An [`ApiError`] rendered the OpenAI way.
 pub struct OpenAiError(ApiError);
@@ -62,8 +63,10 @@ pub enum EncodingFormat {
 }
 
 #[derive(Debug, Deserialize)]
-pub struct EmbeddingsRequest {
-    input: Value,
+struct EmbeddingsRequest<'a> {
+    /// Parsed afterwards with the request limits (see `openai_input`).
+    #[serde(borrow)]
+    input: &'a RawValue,
     model: Option<String>,
     #[serde(default)]
     encoding_format: EncodingFormat,
@@ -77,52 +80,13 @@ enum Vector {
     Base64(String),
 }
 
-/// OpenAI's `input`: a string, strings, token ids, or lists of token ids.
-fn parse_input(value: Value) -> Result<Vec<Input>, ApiError> {
-    let bad = || {
-        ApiError::invalid(
-            "input must be a string, an array of strings, an array of token ids or an array of arrays of token ids",
-            "input",
-        )
-    };
-    let token = |v: &Value| {
-        v.as_u64()
-            .and_then(|id| u32::try_from(id).ok())
-            .ok_or_else(bad)
-    };
-    match value {
-        Value::String(text) => Ok(vec![Input::Text(text)]),
-        Value::Array(items) => match items.first() {
-            None => Err(ApiError::invalid("input must not be empty", "input")),
-            Some(Value::String(_)) => items
-                .into_iter()
-                .map(|v| match v {
-                    Value::String(text) => Ok(Input::Text(text)),
-                    _ => Err(bad()),
-                })
-                .collect(),
-            Some(Value::Number(_)) => Ok(vec![Input::Ids(
-                items.iter().map(token).collect::<Result<_, _>>()?,
-            )]),
-            Some(Value::Array(_)) => items
-                .iter()
-                .map(|v| match v {
-                    Value::Array(ids) => {
-                        Ok(Input::Ids(ids.iter().map(token).collect::<Result<_, _>>()?))
-                    }
-                    _ => Err(bad()),
-                })
-                .collect(),
-            Some(_) => Err(bad()),
-        },
-        _ => Err(bad()),
-    }
-}
-
-/// `dimensions`: keep the first `dims` values and rescale to unit length.
-fn shorten(vector: &mut Vec<f32>, dims: usize) {
+/// `dimensions`: keep the first `dims` values, and rescale to unit length when the model's own
+/// output is normalized (so a shortened vector is what the model would normalize it to).
+fn shorten(vector: &mut Vec<f32>, dims: usize, normalized: bool) {
     vector.truncate(dims);
-    normalize(vector);
+    if normalized {
+        normalize(vector);
+    }
 }
 
 fn encode(vector: Vec<f32>, format: EncodingFormat) -> Vector {
@@ -137,34 +101,31 @@ fn encode(vector: Vec<f32>, format: EncodingFormat) -> Vector {
 
 pub async fn embeddings(
     State(state): State<AppState>,
-    ApiJson(request, _): ApiJson<EmbeddingsRequest, OpenAiError>,
+    request: Request,
 ) -> Result<Json<EmbeddingsResponse>, OpenAiError> {
+    let body = admit_and_read(&state, request).await?;
+    let request: EmbeddingsRequest = parse_json(&body.bytes)?;
     if let Some(model) = &request.model {
         state.check_model(model)?;
     }
-    let engine = state.engine()?;
-    let _permit = engine.admit()?;
-    let inputs = parse_input(request.input)?;
+    let engine = &body.engine;
     let dim = engine.info.dim;
-    match request.dimensions {
-        Some(d) if d == 0 || d > dim => {
-            return Err(ApiError::invalid(
-                format!("dimensions must be between 1 and {dim}, got {d}"),
-                "dimensions",
-            )
-            .into())
-        }
-        _ => {}
+    if let Some(d) = request.dimensions.filter(|&d| d == 0 || d > dim) {
+        return Err(ApiError::invalid(
+            format!("dimensions must be between 1 and {dim}, got {d}"),
+            "dimensions",
+        )
+        .into());
     }
-    let result = engine.embed(inputs).await?;
-    let dimensions = request.dimensions.filter(|&d| d < dim);
+    let inputs = parse_input(request.input.get(), engine.input_limits())?;
+    let result = engine.embed(&body.admitted, inputs).await?;
     let data = result
         .vectors
         .into_iter()
         .enumerate()
         .map(|(index, mut vector)| {
-            if let Some(d) = dimensions {
-                shorten(&mut vector, d);
+            if let Some(d) = request.dimensions {
+                shorten(&mut vector, d, engine.info.normalized);
             }
             EmbeddingData {
                 object: "embedding",
@@ -225,41 +186,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn all_input_shapes_parse() {
-        assert_eq!(
-            parse_input(json!("hi")).unwrap(),
-            vec![Input::Text("hi".into())]
-        );
-        assert_eq!(parse_input(json!(["a", "b"])).unwrap().len(), 2);
-        assert_eq!(
-            parse_input(json!([101, 7592, 102])).unwrap(),
-            vec![Input::Ids(vec![101, 7592, 102])]
-        );
-        assert_eq!(parse_input(json!([[101], [102, 103]])).unwrap().len(), 2);
-    }
-
-    #[test]
-    fn wrong_input_types_are_rejected() {
-        for bad in [
-            json!(42),
-            json!(null),
-            json!({"text": "a"}),
-            json!(["a", 1]),
-            json!([-1]),
-            json!([1.5]),
-            json!([[1], "a"]),
-            json!([true]),
-        ] {
-            let err = parse_input(bad.clone()).unwrap_err();
-            assert_eq!(err.status(), StatusCode::BAD_REQUEST, "{bad}");
-        }
-        assert_eq!(
-            parse_input(json!([])).unwrap_err().status(),
-            StatusCode::BAD_REQUEST
-        );
-    }
-
-    #[test]
     fn base64_is_little_endian_f32() {
         let Vector::Base64(text) = encode(vec![1.0, -2.5], EncodingFormat::Base64) else {
             panic!("expected base64");
@@ -272,9 +198,15 @@ mod tests {
     }
 
     #[test]
-    fn shortened_vectors_have_unit_length() {
+    fn shortened_vectors_are_renormalized_exactly_when_the_model_normalizes() {
         let mut v = vec![0.6, 0.0, 0.8, 0.0];
-        shorten(&mut v, 2);
+        shorten(&mut v, 2, true);
         assert_eq!(v, vec![1.0, 0.0]);
+        let mut raw = vec![3.0, 4.0, 5.0];
+        shorten(&mut raw, 2, false);
+        assert_eq!(raw, vec![3.0, 4.0]);
+        let mut full = vec![3.0, 4.0];
+        shorten(&mut full, 2, true);
+        assert_eq!(full, vec![0.6, 0.8]);
     }
 }

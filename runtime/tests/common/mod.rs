@@ -99,6 +99,12 @@ impl TestServer {
         let mut config = Config::for_model(model_dir());
         config.served_name = Some(SERVED_NAME.to_owned());
         config.model_version = "test".to_owned();
+        // Warm-up runs the largest batch; the default (16,384 tokens) takes seconds on a busy
+        // 2-core machine, for every server a test starts.
+        config.max_batch_tokens = 2048;
+        // The measured default budget depends on how busy the machine was at warm-up; tests
+        // that are about the budget set their own.
+        config.max_queued_tokens = Some(1_000_000);
         configure(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -106,18 +112,24 @@ impl TestServer {
         let task = tokio::spawn(kandle_runtime::serve(config, listener, async {
             let _ = signal.await;
         }));
-        let server = Self {
+        let mut server = Self {
             url,
             client: reqwest::Client::new(),
             shutdown: Some(shutdown),
             task: Some(task),
         };
-        wait_until(
-            Duration::from_secs(60),
-            "the server to become ready",
-            || async { server.get("/readyz").await.0 == StatusCode::OK },
-        )
-        .await;
+        let started = Instant::now();
+        while server.get("/readyz").await.0 != StatusCode::OK {
+            if server.task.as_ref().is_some_and(JoinHandle::is_finished) {
+                let result = server.task.take().unwrap().await.unwrap();
+                panic!("the server stopped before it was ready: {result:?}");
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the server was not ready within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         server
     }
 
@@ -203,4 +215,35 @@ impl TestServer {
             None => Ok(()),
         }
     }
+}
+
+/// A copy of the test model folder named `name`, with its files linked, for a test to change.
+/// Write files with [`replace_file`], which never touches the original.
+pub fn model_variant(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kandle-variant-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(model_dir()).unwrap() {
+        let entry = entry.unwrap();
+        std::os::unix::fs::symlink(entry.path(), dir.join(entry.file_name())).unwrap();
+    }
+    dir
+}
+
+/// Replaces `file` of a model variant (a link to the original) with `contents`.
+pub fn replace_file(dir: &std::path::Path, file: &str, contents: impl AsRef<[u8]>) {
+    let path = dir.join(file);
+    std::fs::remove_file(&path).unwrap();
+    std::fs::write(path, contents).unwrap();
+}
+
+/// A Prometheus sample's value from an exposition, e.g. `kandle_queued_tokens`.
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        line.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }

@@ -29,6 +29,19 @@ pub struct Shared {
     pub log: Mutex<Vec<RequestRecord>>,
     /// Ends open watches when the server stops.
     pub shutdown: CancellationToken,
+    /// Writes refused as invalid, as Kubernetes' validation of built-in kinds would.
+    pub refusals: Mutex<Vec<Refusal>>,
+}
+
+/// Writes of one kind whose body contains `needle` are refused with `422 Invalid`.
+#[derive(Clone, Debug)]
+pub struct Refusal {
+    /// Index of the kind in [`super::KINDS`].
+    pub kind: usize,
+    /// Text that marks a refused body.
+    pub needle: String,
+    /// The refusal's message.
+    pub message: String,
 }
 
 /// Locks a mutex, recovering the data if a holder panicked (the store stays consistent because
@@ -139,6 +152,16 @@ fn dispatch(
         ));
     }
     let route = parse_path(path)?;
+    if matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
+        let body_text = String::from_utf8_lossy(body);
+        let refused = lock(&shared.refusals)
+            .iter()
+            .find(|r| r.kind == route.kind && body_text.contains(&r.needle))
+            .map(|r| r.message.clone());
+        if let Some(message) = refused {
+            return Err(ApiError::invalid(message));
+        }
+    }
     let writer = writer(query, headers);
     let Some(name) = route.name.clone() else {
         return collection(shared, method, route, query, body, &writer);

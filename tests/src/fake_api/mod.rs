@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 pub use errors::ApiError;
 pub use resources::{ResourceKind, KINDS};
 
-use http::{lock, Shared};
+use http::{lock, Refusal, Shared};
 use store::Key;
 use writes::{Scope, Writer};
 
@@ -69,6 +69,7 @@ impl FakeApiServer {
             store: Mutex::new(store::Store::default()),
             log: Mutex::new(Vec::new()),
             shutdown: CancellationToken::new(),
+            refusals: Mutex::new(Vec::new()),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -180,6 +181,21 @@ impl FakeApiServer {
             .zip(store.changes_per_kind())
             .map(|(kind, count)| (kind.api_version(), kind.plural, *count))
             .collect()
+    }
+
+    /// From now on, refuses every write of a `K` whose body contains `needle` with `422
+    /// Invalid` and `message`, as the API server's validation of a built-in kind would.
+    pub fn refuse_writes<K: Resource<DynamicType = ()>>(
+        &self,
+        needle: &str,
+        message: &str,
+    ) -> anyhow::Result<()> {
+        lock(&self.shared.refusals).push(Refusal {
+            kind: kind_index::<K>()?,
+            needle: needle.to_string(),
+            message: message.to_string(),
+        });
+        Ok(())
     }
 
     /// Every request served so far.

@@ -5,6 +5,7 @@ mod argocd;
 mod failures;
 mod invalid;
 mod kstatus;
+mod noop;
 mod pod;
 mod properties;
 mod revision;

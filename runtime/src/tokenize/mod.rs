@@ -2,7 +2,10 @@
 //!
 //! Owns the tokenizer and the input limits: empty inputs, out-of-vocabulary ids and inputs over
 //! `--max-input-tokens` are rejected here (or truncated with `--truncate`), before anything is
-//! queued for the model.
+//! queued for the model. At load, the tokenizer's vocabulary must fit the model's embedding
+//! table: an id past its end would be an out-of-bounds read (a device-side assert on CUDA).
+
+mod pool;
 
 use std::path::Path;
 
@@ -11,11 +14,25 @@ use tokenizers::{Tokenizer, TruncationParams};
 
 use crate::error::ApiError;
 
+pub use pool::TokenizerPool;
+
 /// One input of a request: text to tokenize, or token ids used as given.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Input {
     Text(String),
     Ids(Vec<u32>),
+}
+
+impl Input {
+    /// A cheap estimate of the tokens, before tokenizing: the id count, or for text about one
+    /// token per six bytes plus the special tokens (on the low side, so that an estimate never
+    /// refuses what would fit).
+    pub fn estimated_tokens(&self) -> usize {
+        match self {
+            Self::Text(text) => text.len() / 6 + 2,
+            Self::Ids(ids) => ids.len(),
+        }
+    }
 }
 
 pub struct TextEncoder {
@@ -34,6 +51,13 @@ impl TextEncoder {
     ) -> anyhow::Result<Self> {
         let mut tokenizer = Tokenizer::from_file(path)
             .map_err(|err| anyhow!("cannot load {}: {err}", path.display()))?;
+        let tokenizer_vocab = tokenizer.get_vocab_size(true);
+        anyhow::ensure!(
+            tokenizer_vocab <= vocab_size,
+            "{} has {tokenizer_vocab} tokens (added tokens included) but the model's embedding \
+             table has {vocab_size} rows: this tokenizer does not belong to this model",
+            path.display()
+        );
         // Padding would waste compute (batches are packed); truncation happens only on request.
         tokenizer.with_padding(None);
         let truncation = truncate.then(|| TruncationParams {
@@ -57,14 +81,26 @@ impl TextEncoder {
 
     /// Tokenizes and checks every input; the first bad one decides the error.
     pub fn encode(&self, inputs: Vec<Input>) -> Result<Vec<Vec<u32>>, ApiError> {
+        self.encode_while(inputs, || true)
+    }
+
+    /// Like [`encode`](Self::encode), but stops between inputs once `wanted` turns false.
+    pub fn encode_while(
+        &self,
+        inputs: Vec<Input>,
+        wanted: impl Fn() -> bool,
+    ) -> Result<Vec<Vec<u32>>, ApiError> {
         if inputs.is_empty() {
             return Err(ApiError::invalid("input must not be empty", "input"));
         }
-        inputs
-            .into_iter()
-            .enumerate()
-            .map(|(index, input)| self.encode_one(index, input))
-            .collect()
+        let mut out = Vec::with_capacity(inputs.len());
+        for (index, input) in inputs.into_iter().enumerate() {
+            if !wanted() {
+                return Err(ApiError::Internal("tokenization abandoned".to_owned()));
+            }
+            out.push(self.encode_one(index, input)?);
+        }
+        Ok(out)
     }
 
     fn encode_one(&self, index: usize, input: Input) -> Result<Vec<u32>, ApiError> {
