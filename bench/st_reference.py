@@ -10,6 +10,7 @@ import argparse
 import json
 import time
 
+import sentence_transformers
 import torch
 from sentence_transformers import SentenceTransformer
 
@@ -38,6 +39,7 @@ def main() -> None:
 
     result = {
         "engine": "sentence-transformers",
+        "sentence_transformers": sentence_transformers.__version__,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "batch_size": args.batch_size,
@@ -46,7 +48,8 @@ def main() -> None:
         "tokens_per_s": tokens * args.passes / elapsed,
     }
     print(
-        f"sentence-transformers {result['torch']} threads={result['threads']} "
+        f"sentence-transformers {result['sentence_transformers']} (torch {result['torch']}) "
+        f"threads={result['threads']} "
         f"batch={args.batch_size}: {result['sentences_per_s']:.1f} sentences/s, "
         f"{result['tokens_per_s']:.0f} tokens/s"
     )

@@ -1,8 +1,10 @@
-//! Model-only CPU throughput, without HTTP: kandle's packed BERT forward, and for comparison
-//! candle-transformers' stock `BertModel` on padded batches (`--stock`).
+//! Model-only CPU throughput, without HTTP: kandle's embedding (packed BERT forward, pooling,
+//! normalization), and for comparison candle-transformers' stock `BertModel` on padded batches
+//! (`--stock`). Threads are set up as the server sets them up (`--threads`, default: the cgroup
+//! CPU limit).
 //!
-//! Used to find where inference time goes (run it under `perf record`) and to record the gain of
-//! the packed forward in docs/benchmarks.md.
+//! Used to find where inference time goes (run it under `perf record`) and to record the gains
+//! in docs/benchmarks.md.
 //!
 //! ```text
 //! cargo run --release -p kandle-runtime --example forward_bench -- \
@@ -34,6 +36,9 @@ struct Args {
     /// Run candle-transformers' BertModel on padded batches instead.
     #[arg(long)]
     stock: bool,
+    /// CPU threads (default: as the server picks them).
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 fn stock_embed(
@@ -64,6 +69,9 @@ fn stock_embed(
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    kandle_runtime::device::configure_cpu_threads(kandle_runtime::device::cpu_threads(
+        args.threads,
+    ));
     let text = std::fs::read_to_string(&args.sentences).context("cannot read sentences")?;
     let folder = ModelFolder::open(&args.model_dir)?;
     let device = Device::Cpu;

@@ -4,9 +4,11 @@
 //! place that knows which encoders exist, so adding an architecture means a new file and a new
 //! variant here. [`EmbeddingModel`] is synchronous and owned by the model thread.
 
+mod attention;
 mod bert;
+mod cpu;
 pub mod folder;
-mod gelu;
+mod math;
 pub mod pooling;
 
 use std::collections::HashMap;
@@ -130,19 +132,20 @@ impl EmbeddingModel {
             return Ok(vec![vec![0.0; self.dim()]; sequences.len()]);
         }
         // On CPU this runs inside candle's own thread pool, kept warm across the many short
-        // parallel sections of a forward pass.
-        let hidden = self
-            .device
-            .with_context(|| self.encoder.forward(&ids, &lengths))?
-            .to_dtype(DType::F32)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        let pooled = self.pooling.pool(&hidden, self.dim(), &lengths);
+        // parallel sections of a forward pass; pooling splits over the same threads.
+        let pooled = self.device.with_context(|| -> anyhow::Result<_> {
+            let hidden = self
+                .encoder
+                .forward(&ids, &lengths)?
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            Ok(self
+                .pooling
+                .pool(&hidden, self.dim(), &lengths, self.normalize))
+        })?;
         let mut out = vec![Vec::new(); sequences.len()];
-        for (mut vector, &i) in pooled.into_iter().zip(&order) {
-            if self.normalize {
-                pooling::normalize(&mut vector);
-            }
+        for (vector, &i) in pooled.into_iter().zip(&order) {
             out[i] = vector;
         }
         Ok(out)

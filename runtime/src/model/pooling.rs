@@ -4,6 +4,7 @@
 //! one after another, `lengths[i]` rows for sequence `i`, no padding.
 
 use anyhow::bail;
+use rayon::prelude::*;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,15 +59,31 @@ impl Pooling {
         }
     }
 
-    /// Pools `hidden` (`sum(lengths)` rows of `dim` values) into one vector per sequence.
-    pub fn pool(self, hidden: &[f32], dim: usize, lengths: &[usize]) -> Vec<Vec<f32>> {
-        let mut start = 0;
-        lengths
+    /// Pools `hidden` (`sum(lengths)` rows of `dim` values) into one vector per sequence,
+    /// L2-normalized if `normalize`; sequences are split over the rayon pool.
+    pub fn pool(
+        self,
+        hidden: &[f32],
+        dim: usize,
+        lengths: &[usize],
+        normalize: bool,
+    ) -> Vec<Vec<f32>> {
+        let starts: Vec<usize> = lengths
             .iter()
-            .map(|&len| {
-                let rows = &hidden[start * dim..(start + len) * dim];
-                start += len;
-                self.pool_one(rows, dim, len)
+            .scan(0, |start, &len| {
+                *start += len;
+                Some(*start - len)
+            })
+            .collect();
+        starts
+            .par_iter()
+            .zip(lengths)
+            .map(|(&start, &len)| {
+                let mut v = self.pool_one(&hidden[start * dim..(start + len) * dim], dim, len);
+                if normalize {
+                    self::normalize(&mut v);
+                }
+                v
             })
             .collect()
     }
@@ -116,19 +133,19 @@ mod tests {
         let hidden = [1.0, 2.0, 3.0, 4.0, 5.0, -6.0];
         let lengths = [2, 1];
         assert_eq!(
-            Pooling::Mean.pool(&hidden, 2, &lengths),
+            Pooling::Mean.pool(&hidden, 2, &lengths, false),
             vec![vec![2.0, 3.0], vec![5.0, -6.0]]
         );
         assert_eq!(
-            Pooling::Cls.pool(&hidden, 2, &lengths),
+            Pooling::Cls.pool(&hidden, 2, &lengths, false),
             vec![vec![1.0, 2.0], vec![5.0, -6.0]]
         );
         assert_eq!(
-            Pooling::Max.pool(&hidden, 2, &lengths),
+            Pooling::Max.pool(&hidden, 2, &lengths, false),
             vec![vec![3.0, 4.0], vec![5.0, -6.0]]
         );
         assert_eq!(
-            Pooling::LastToken.pool(&hidden, 2, &lengths)[0],
+            Pooling::LastToken.pool(&hidden, 2, &lengths, false)[0],
             vec![3.0, 4.0]
         );
     }

@@ -1,15 +1,21 @@
 //! BERT encoder over packed (unpadded) batches, built on candle ops.
 //!
 //! All dense layers run once over every token of the batch (`[tokens, hidden]`, one large
-//! matmul each, no padding); only attention is done per group of equal-length sequences.
-//! Q, K and V share one fused weight, and the `1/sqrt(head_dim)` scale is folded into Q.
+//! matmul each, no padding); only attention is done per sequence (per group of equal-length
+//! sequences on other devices). Q, K and V share one fused weight, and the `1/sqrt(head_dim)`
+//! scale is folded into Q. On the CPU in f32 the passes between the matmuls are fused
+//! ([`super::cpu`], [`super::attention`]); other devices and dtypes run plain candle ops.
 
-use candle_core::{Device, Result, Tensor};
+mod host;
+
+use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 use serde::Deserialize;
 
+use super::cpu::{Activation, Norm};
 use super::Encoder;
+use host::HostParams;
 
 fn default_act() -> String {
     "gelu".to_owned()
@@ -39,13 +45,6 @@ pub struct BertConfig {
     pub position_embedding_type: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Activation {
-    GeluErf,
-    GeluTanh,
-    Relu,
-}
-
 impl Activation {
     fn parse(name: &str) -> Result<Self> {
         match name {
@@ -58,29 +57,40 @@ impl Activation {
 
     fn apply(self, x: &Tensor) -> Result<Tensor> {
         match self {
-            Self::GeluErf => super::gelu::gelu_erf(x),
+            Self::GeluErf => x.gelu_erf(),
             Self::GeluTanh => x.gelu(),
             Self::Relu => x.relu(),
         }
     }
 }
 
+fn to_host(t: &Tensor) -> Result<Vec<f32>> {
+    t.to_dtype(DType::F32)?.to_vec1()
+}
+
 /// `y = x W^T + b` over a `[tokens, in]` matrix.
 struct Dense {
-    weight: Tensor,
+    /// `W^T`, `[in, out]`, stored transposed: gemm then reads the weight in the order its
+    /// kernel wants and packs less of it per call.
+    weight_t: Tensor,
     bias: Tensor,
 }
 
 impl Dense {
     fn load(vb: VarBuilder, out_dim: usize, in_dim: usize) -> Result<Self> {
         Ok(Self {
-            weight: vb.get((out_dim, in_dim), "weight")?,
+            weight_t: vb.get((out_dim, in_dim), "weight")?.t()?.contiguous()?,
             bias: vb.get(out_dim, "bias")?,
         })
     }
 
+    /// `x W^T`, without the bias.
+    fn matmul(&self, x: &Tensor) -> Result<Tensor> {
+        x.matmul(&self.weight_t)
+    }
+
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)
+        self.matmul(x)?.broadcast_add(&self.bias)
     }
 }
 
@@ -103,6 +113,14 @@ impl LayerNorm {
     fn forward(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
         candle_nn::ops::layer_norm(&(x + residual)?, &self.gamma, &self.beta, self.eps)
     }
+
+    fn to_host(&self) -> Result<Norm> {
+        Ok(Norm {
+            gamma: to_host(&self.gamma)?,
+            beta: to_host(&self.beta)?,
+            eps: self.eps,
+        })
+    }
 }
 
 struct Layer {
@@ -124,7 +142,7 @@ impl Layer {
         let k = Dense::load(own.pp("key"), h, h)?;
         let v = Dense::load(own.pp("value"), h, h)?;
         let qkv = Dense {
-            weight: Tensor::cat(&[(q.weight * scale)?, k.weight, v.weight], 0)?,
+            weight_t: Tensor::cat(&[(q.weight_t * scale)?, k.weight_t, v.weight_t], 1)?,
             bias: Tensor::cat(&[(q.bias * scale)?, k.bias, v.bias], 0)?,
         };
         Ok(Self {
@@ -172,6 +190,8 @@ pub struct Bert {
     activation: Activation,
     config: BertConfig,
     device: Device,
+    /// Present on the CPU in f32, where the fused passes run.
+    host: Option<HostParams>,
 }
 
 impl Bert {
@@ -195,7 +215,7 @@ impl Bert {
         let layers = (0..c.num_hidden_layers)
             .map(|i| Layer::load(vb.pp(format!("encoder.layer.{i}")), &c))
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self {
+        let mut bert = Self {
             word: emb.get((c.vocab_size, h), "word_embeddings.weight")?,
             position: emb.get((c.max_position_embeddings, h), "position_embeddings.weight")?,
             // Single-segment input: every token has type 0.
@@ -205,7 +225,12 @@ impl Bert {
             activation: Activation::parse(&c.hidden_act)?,
             device: vb.device().clone(),
             config: c,
-        })
+            host: None,
+        };
+        if bert.device.is_cpu() && vb.dtype() == DType::F32 {
+            bert.host = Some(HostParams::new(&bert)?);
+        }
+        Ok(bert)
     }
 
     fn embed(&self, ids: &[u32], lengths: &[usize]) -> Result<Tensor> {
@@ -265,6 +290,9 @@ impl Encoder for Bert {
                 "sequence of {too_long} tokens exceeds max_position_embeddings {}",
                 self.config.max_position_embeddings
             );
+        }
+        if let Some(host) = &self.host {
+            return self.forward_host(host, ids, lengths);
         }
         let groups = groups(lengths);
         let mut x = self.embed(ids, lengths)?;
