@@ -3,7 +3,8 @@
 //! pods are watched by kandle's label; Services and PodDisruptionBudgets by name is how a
 //! foreign one in the way is noticed, so those are watched whole. Every object is stripped of
 //! what no pass reads (managedFields and the last-applied annotation; of a pod, all but its
-//! name, labels and status). [`Caches::observe`] reads one `ModelDeployment`'s share.
+//! name, labels and status), and children are kept [`Compact`]. [`Caches::observe`] reads one
+//! `ModelDeployment`'s share.
 
 use futures::stream::BoxStream;
 use futures::StreamExt;
@@ -19,6 +20,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
+use crate::compact::Compact;
 use crate::error::Error;
 use crate::observe::{assemble, pvc_exists, Children, Observed};
 
@@ -31,23 +33,23 @@ pub type Changes<K> = BoxStream<'static, Result<K, watcher::Error>>;
 /// The stores, readable from every pass.
 #[derive(Clone)]
 pub struct Caches {
-    deployments: Store<Deployment>,
-    revisions: Store<ControllerRevision>,
-    services: Store<Service>,
-    pdbs: Store<PodDisruptionBudget>,
+    deployments: Store<Compact<Deployment>>,
+    revisions: Store<Compact<ControllerRevision>>,
+    services: Store<Compact<Service>>,
+    pdbs: Store<Compact<PodDisruptionBudget>>,
     pods: Store<Pod>,
 }
 
 /// The watches that fill [`Caches`]; the controller polls them, and their changes wake passes.
 pub struct Watches {
     /// Changed Deployments.
-    pub deployments: Changes<Deployment>,
+    pub deployments: Changes<Compact<Deployment>>,
     /// Changed ControllerRevisions.
-    pub revisions: Changes<ControllerRevision>,
+    pub revisions: Changes<Compact<ControllerRevision>>,
     /// Changed Services.
-    pub services: Changes<Service>,
+    pub services: Changes<Compact<Service>>,
     /// Changed PodDisruptionBudgets.
-    pub pdbs: Changes<PodDisruptionBudget>,
+    pub pdbs: Changes<Compact<PodDisruptionBudget>>,
     /// Changed pods.
     pub pods: Changes<Pod>,
 }
@@ -146,16 +148,18 @@ impl Caches {
                     .and_then(|l| l.get(labels::MODEL_DEPLOYMENT))
                     == Some(&name)
         };
-        let deployments = owned(&self.deployments, &mine);
-        let revisions = owned(&self.revisions, &mine);
+        let deployments = owned(&self.deployments, &mine)?;
+        let revisions = owned(&self.revisions, &mine)?;
         let service = self
             .services
             .get(&ObjectRef::new(&name).within(&ns))
-            .map(|s| (*s).clone());
+            .map(|s| full(&s))
+            .transpose()?;
         let pdb = self
             .pdbs
             .get(&ObjectRef::new(&name).within(&ns))
-            .map(|p| (*p).clone());
+            .map(|p| full(&p))
+            .transpose()?;
         let pods: Vec<_> = self
             .pods
             .state()
@@ -185,14 +189,29 @@ impl Caches {
     }
 }
 
-fn owned<K>(store: &Store<K>, mine: &impl Fn(&ObjectMeta) -> bool) -> Vec<K>
+fn owned<K>(store: &Store<Compact<K>>, mine: &impl Fn(&ObjectMeta) -> bool) -> Result<Vec<K>, Error>
 where
-    K: Resource<DynamicType = ()> + Clone + 'static,
+    K: k8s_openapi::Resource + Resource<DynamicType = ()> + DeserializeOwned + 'static,
 {
     store
         .state()
         .into_iter()
         .filter(|o| mine(o.meta()))
-        .map(|o| (*o).clone())
+        .map(|o| full(&o))
         .collect()
+}
+
+fn full<K>(object: &Compact<K>) -> Result<K, Error>
+where
+    K: k8s_openapi::Resource + Resource<DynamicType = ()> + DeserializeOwned,
+{
+    object.full().map_err(|source| Error::CachedObject {
+        kind: <K as k8s_openapi::Resource>::KIND,
+        name: format!(
+            "{}/{}",
+            object.namespace().unwrap_or_default(),
+            object.name_any()
+        ),
+        source,
+    })
 }

@@ -72,6 +72,17 @@ pub enum Error {
     /// The watches behind the controller's caches stopped (the controller is shutting down).
     #[error("the controller's caches are closed")]
     CacheClosed,
+    /// An object in the controller's caches does not read back as its kind.
+    #[error("reading the cached {kind} {name}")]
+    CachedObject {
+        /// Kind of the object.
+        kind: &'static str,
+        /// `namespace/name` of the object.
+        name: String,
+        /// Why it does not read.
+        #[source]
+        source: serde_json::Error,
+    },
     /// Server-side apply of a Deployment failed.
     #[error("applying Deployment {name}")]
     ApplyDeployment {
@@ -180,6 +191,7 @@ impl Error {
             Error::ObservePods { .. } => "ObservePods",
             Error::ObservePvc { .. } => "ObservePvc",
             Error::CacheClosed => "CacheClosed",
+            Error::CachedObject { .. } => "CachedObject",
             Error::ApplyDeployment { .. } => "ApplyDeployment",
             Error::ApplyRevision { .. } => "ApplyRevision",
             Error::ApplyService { .. } => "ApplyService",

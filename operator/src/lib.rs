@@ -19,6 +19,7 @@ pub mod backoff;
 pub mod cache;
 pub mod cli;
 pub mod client;
+pub mod compact;
 pub mod config;
 pub mod controller;
 pub mod election;

@@ -106,6 +106,8 @@ pub fn run(
         drop_hopeless(&mut active, Instant::now(), rate, settings.timeout, metrics);
         let picks = next_batch(&mut active, settings.limits);
         if picks.is_empty() {
+            // Only requests with nothing left to run remain (none, or an empty one): answer them.
+            answer_finished(&mut active);
             continue;
         }
         metrics.queue_depth.dec_by(picks.len() as i64);
@@ -412,6 +414,17 @@ mod tests {
             })
             .unwrap();
         assert!(harness.stop().is_empty(), "nothing reached the model");
+    }
+
+    #[test]
+    fn a_request_without_inputs_is_answered_not_spun_on() {
+        let harness = start(1e6);
+        let answer = harness.send(Vec::new(), later());
+        assert_eq!(
+            answer.blocking_recv().unwrap().unwrap(),
+            Vec::<Vec<f32>>::new()
+        );
+        assert!(harness.stop().is_empty());
     }
 
     #[test]
