@@ -12,6 +12,7 @@
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source bench/serve.sh
 python="${PYTHON:-python3}"
 threads="${THREADS:-$(nproc)}"
 port="${PORT:-18080}"
@@ -36,16 +37,8 @@ ort_json="$("$python" bench/ort_reference.py "$model_dir" "$sentences" --batch-s
   --threads "$threads" --passes "$passes" | tee >(cat >&2) | tail -n 1)"
 
 echo "== kandle-runtime over HTTP (loopback)"
-target/release/kandle-runtime --model-dir "$model_dir" --served-name bench \
-  --host 127.0.0.1 --port "$port" --threads "$threads" --log-format json \
-  > target/bench/server.log 2>&1 &
-server=$!
-trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
-for _ in $(seq 1 600); do
-  curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
-  kill -0 "$server" 2>/dev/null || { cat target/bench/server.log; exit 1; }
-  sleep 0.1
-done
+start_server "$port" target/bench/server.log --model-dir "$model_dir" --served-name bench \
+  --threads "$threads"
 
 run() {
   target/release/examples/loadgen --url "http://127.0.0.1:$port" --sentences "$sentences" \

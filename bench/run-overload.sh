@@ -11,6 +11,7 @@
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source bench/serve.sh
 python="${PYTHON:-python3}"
 threads="${THREADS:-$(nproc)}"
 port="${PORT:-18181}"
@@ -26,16 +27,8 @@ mkdir -p target/bench
 cargo build --release -p kandle-runtime --bin kandle-runtime --example overload >&2
 
 echo "== machine: $(nproc) cores; server threads=$threads, deadline=$deadline"
-target/release/kandle-runtime --model-dir "$model_dir" --served-name bench \
-  --host 127.0.0.1 --port "$port" --threads "$threads" --request-timeout "$deadline" \
-  --log-format json > target/bench/overload-server.log 2>&1 &
-server=$!
-trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
-for _ in $(seq 1 600); do
-  curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
-  kill -0 "$server" 2>/dev/null || { cat target/bench/overload-server.log; exit 1; }
-  sleep 0.1
-done
+start_server "$port" target/bench/overload-server.log --model-dir "$model_dir" \
+  --served-name bench --threads "$threads" --request-timeout "$deadline"
 grep -o '"max_queued_tokens":[0-9]*' target/bench/overload-server.log | head -n 1 || true
 
 target/release/examples/overload --url "http://127.0.0.1:$port" --sentences "$sentences" \

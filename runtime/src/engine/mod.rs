@@ -154,7 +154,8 @@ impl Engine {
         let tokenizer_threads = config.tokenizer_threads.unwrap_or_else(|| {
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
             if device.is_cpu() {
-                (device::cpu_threads(config.threads) / 4).max(1)
+                // The inference pool, sized once at start-up (see device::configure_cpu_threads).
+                (rayon::current_num_threads() / 4).max(1)
             } else {
                 cores.saturating_sub(1).max(1)
             }
