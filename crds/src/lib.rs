@@ -16,6 +16,7 @@ pub mod conditions;
 pub mod labels;
 mod model;
 mod quantity;
+pub use quantity::duration_seconds;
 mod resources;
 mod rollout;
 mod spec;
@@ -30,7 +31,9 @@ pub use rollout::{
     HttpRouteRouting, RolloutSpec, RolloutStrategy, TrafficRouting,
 };
 pub use spec::{ModelDeployment, ModelDeploymentSpec, RuntimeSpec};
-pub use status::{AnalysisResult, ModelDeploymentStatus, RevisionOutcome, RevisionRecord};
+pub use status::{
+    AnalysisResult, AutoscalingStatus, ModelDeploymentStatus, RevisionOutcome, RevisionRecord,
+};
 
 use kube::CustomResourceExt;
 

@@ -41,3 +41,50 @@ pub(crate) fn count_or_percent(_: &mut SchemaGenerator) -> Schema {
         "pattern": COUNT_OR_PERCENT_PATTERN
     })
 }
+
+/// Seconds in a duration of the [`DURATION_PATTERN`] form (`30s`, `5m`, `1h30m`, `250ms`);
+/// `None` for anything else.
+pub fn duration_seconds(text: &str) -> Option<f64> {
+    let mut total = 0.0;
+    let mut rest = text;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .filter(|end| *end > 0)?;
+        let value: f64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let (unit, len) = if rest.starts_with("ms") {
+            (0.001, 2)
+        } else {
+            match rest.chars().next()? {
+                's' => (1.0, 1),
+                'm' => (60.0, 1),
+                'h' => (3600.0, 1),
+                _ => return None,
+            }
+        };
+        total += value * unit;
+        rest = &rest[len..];
+    }
+    Some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::duration_seconds;
+
+    #[test]
+    fn durations_read_as_the_pattern_allows() {
+        assert_eq!(duration_seconds("0s"), Some(0.0));
+        assert_eq!(duration_seconds("5m"), Some(300.0));
+        assert_eq!(duration_seconds("1h30m"), Some(5400.0));
+        assert_eq!(duration_seconds("250ms"), Some(0.25));
+        assert_eq!(duration_seconds("1.5s"), Some(1.5));
+        assert_eq!(duration_seconds(""), None);
+        assert_eq!(duration_seconds("5"), None);
+        assert_eq!(duration_seconds("five minutes"), None);
+    }
+}

@@ -173,7 +173,11 @@ pub struct GatewayParentRef {
     pub section_name: Option<String>,
 }
 
-/// Replica autoscaling on the runtime's metrics.
+/// Replica autoscaling on serving load. For `concurrency`, `queueDepth` and `rps` the operator
+/// reads each ready pod's `/metrics` about every second (it must reach pods on port 8080) and
+/// sizes the ModelDeployment from the sum over ready pods divided by `target`: averaged over a
+/// 60 s stable window, or over a 6 s panic window when that asks for twice the ready replicas.
+/// Its view is in `status.autoscaling`. For `cpu` it creates a HorizontalPodAutoscaler.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("spec.autoscaling.minReplicas must be less than or equal to spec.autoscaling.maxReplicas"))]
@@ -191,11 +195,13 @@ pub struct AutoscalingSpec {
     /// Desired value of `metric` per replica (e.g. 8 concurrent requests, or 70 for 70% CPU).
     #[x_kube(validation = Rule::new("double(self) > 0.0").message("spec.autoscaling.target must be greater than 0"))]
     pub target: f64,
-    /// How long load must stay high before scaling up, e.g. `0s`.
+    /// Scale up only to the fewest replicas any reading of this window asked for, e.g. `0s`
+    /// (at once).
     #[serde(default = "default_scale_up_window")]
     #[schemars(schema_with = "crate::quantity::duration")]
     pub scale_up_stabilization: String,
-    /// How long load must stay low before scaling down, e.g. `5m`.
+    /// Scale down only to the most replicas any reading of this window asked for, e.g. `5m`.
+    /// No scale-down either while replicas asked for earlier are not ready yet.
     #[serde(default = "default_scale_down_window")]
     #[schemars(schema_with = "crate::quantity::duration")]
     pub scale_down_stabilization: String,
@@ -220,8 +226,9 @@ pub enum AutoscalingMetric {
     Concurrency,
     /// Requests waiting for the model (`kandle_queue_depth`).
     QueueDepth,
-    /// Requests per second.
+    /// Requests answered per second (from `kandle_requests_total`).
     Rps,
-    /// CPU utilisation in percent of the request (through a HorizontalPodAutoscaler).
+    /// CPU utilisation in percent of the request, through a HorizontalPodAutoscaler kandle
+    /// creates (needs metrics-server).
     Cpu,
 }

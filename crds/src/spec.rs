@@ -70,8 +70,10 @@ pub struct ModelDeploymentSpec {
     /// Node selection, tolerations, affinity and spreading of the pods.
     #[serde(default)]
     pub scheduling: SchedulingSpec,
-    /// Desired replicas of the serving revision. Managed by `autoscaling` when that is set;
-    /// also served through the /scale subresource (`kubectl scale md/NAME --replicas=N`).
+    /// Desired replicas of the serving revision, also served through the /scale subresource
+    /// (`kubectl scale md/NAME --replicas=N`). Ignored while `autoscaling` follows a runtime
+    /// metric (`status.autoscaling.desiredReplicas` rules instead, as with an HPA); with
+    /// `metric: cpu` the HorizontalPodAutoscaler kandle creates sets it through /scale.
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 0))]
     pub replicas: i32,

@@ -52,6 +52,36 @@ pub struct ModelDeploymentStatus {
     /// In-cluster URL of the model's Service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// What the autoscaler saw and decided, while `spec.autoscaling` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingStatus>,
+}
+
+/// The autoscaler's view: the replica count it wants and why.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalingStatus {
+    /// Replicas the ModelDeployment is sized to (stands in for `spec.replicas`). For
+    /// `metric: cpu` a HorizontalPodAutoscaler decides, through `spec.replicas`.
+    pub desired_replicas: i32,
+    /// Ready replicas whose metrics were read.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// The metric summed over ready replicas, averaged over the stable window (about 60 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    /// The same over the panic window (about 6 s), which scales up at once when load jumps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub panic_value: Option<f64>,
+    /// When the desired count last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_time: Option<Time>,
+    /// Why the count is what it is: `ScaledUp`, `ScaledDown`, `Steady`, `Panic`,
+    /// `StabilizingDown`, `WaitingForPods`, `WaitingForCapacity`, `NoMetrics` or
+    /// `HorizontalPodAutoscaler`.
+    pub reason: String,
+    /// The same in words, with the figures.
+    pub message: String,
 }
 
 /// One revision in the history.

@@ -5,6 +5,7 @@
 //! planned events. No decisions are made here.
 
 use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kandle_crds::ModelDeployment;
@@ -105,6 +106,15 @@ pub async fn apply_with(
                 source,
             })?;
     }
+    if let Some(hpa) = &plan.hpa {
+        let child = hpa.name_any();
+        ssa::<HorizontalPodAutoscaler>(client, &ns, &child, hpa)
+            .await
+            .map_err(|source| Error::ApplyHpa {
+                name: child,
+                source,
+            })?;
+    }
     for orphan in &plan.delete {
         let result = match orphan.kind {
             ChildKind::Deployment => delete::<Deployment>(client, &ns, orphan).await,
@@ -114,6 +124,9 @@ pub async fn apply_with(
             ChildKind::Service => delete::<Service>(client, &ns, orphan).await,
             ChildKind::PodDisruptionBudget => {
                 delete::<PodDisruptionBudget>(client, &ns, orphan).await
+            }
+            ChildKind::HorizontalPodAutoscaler => {
+                delete::<HorizontalPodAutoscaler>(client, &ns, orphan).await
             }
         };
         result.map_err(|source| Error::DeleteOrphan {

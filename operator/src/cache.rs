@@ -1,7 +1,7 @@
 //! The controller's view of the cluster, kept current by watches instead of reads on every
 //! pass: a reflector store per kind of child and of pods. Deployments, ControllerRevisions and
-//! pods are watched by kandle's label; Services and PodDisruptionBudgets by name is how a
-//! foreign one in the way is noticed, so those are watched whole. Every object is stripped of
+//! pods are watched by kandle's label; Services, PodDisruptionBudgets and HorizontalPodAutoscalers
+//! by name is how a foreign one in the way is noticed, so those are watched whole. Every object is stripped of
 //! what no pass reads (managedFields and the last-applied annotation; of a pod, all but its
 //! name, labels and status), and children are kept [`Compact`]. [`Caches::observe`] reads one
 //! `ModelDeployment`'s share.
@@ -9,6 +9,7 @@
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -37,6 +38,7 @@ pub struct Caches {
     revisions: Store<Compact<ControllerRevision>>,
     services: Store<Compact<Service>>,
     pdbs: Store<Compact<PodDisruptionBudget>>,
+    hpas: Store<Compact<HorizontalPodAutoscaler>>,
     pods: Store<Pod>,
 }
 
@@ -50,6 +52,8 @@ pub struct Watches {
     pub services: Changes<Compact<Service>>,
     /// Changed PodDisruptionBudgets.
     pub pdbs: Changes<Compact<PodDisruptionBudget>>,
+    /// Changed HorizontalPodAutoscalers.
+    pub hpas: Changes<Compact<HorizontalPodAutoscaler>>,
     /// Changed pods.
     pub pods: Changes<Pod>,
 }
@@ -62,7 +66,8 @@ pub fn watch(client: &Client, namespace: Option<&str>) -> (Caches, Watches) {
     let (deployments, deployment_changes) = reflect(client, namespace, labelled.clone(), strip);
     let (revisions, revision_changes) = reflect(client, namespace, labelled.clone(), strip);
     let (services, service_changes) = reflect(client, namespace, all.clone(), strip);
-    let (pdbs, pdb_changes) = reflect(client, namespace, all, strip);
+    let (pdbs, pdb_changes) = reflect(client, namespace, all.clone(), strip);
+    let (hpas, hpa_changes) = reflect(client, namespace, all, strip);
     let (pods, pod_changes) = reflect(client, namespace, labelled, slim_pod);
     (
         Caches {
@@ -70,6 +75,7 @@ pub fn watch(client: &Client, namespace: Option<&str>) -> (Caches, Watches) {
             revisions,
             services,
             pdbs,
+            hpas,
             pods,
         },
         Watches {
@@ -77,6 +83,7 @@ pub fn watch(client: &Client, namespace: Option<&str>) -> (Caches, Watches) {
             revisions: revision_changes,
             services: service_changes,
             pdbs: pdb_changes,
+            hpas: hpa_changes,
             pods: pod_changes,
         },
     )
@@ -132,6 +139,11 @@ pub fn slim_pod(pod: &mut Pod) {
 }
 
 impl Caches {
+    /// The pod store (slim pods: name, labels, status).
+    pub fn pods(&self) -> Store<Pod> {
+        self.pods.clone()
+    }
+
     /// Reads `md`'s children and pods from the stores (once they hold a first full list), and
     /// its PVC from the API server.
     pub async fn observe(&self, client: &Client, md: &ModelDeployment) -> Result<Observed, Error> {
@@ -160,6 +172,11 @@ impl Caches {
             .get(&ObjectRef::new(&name).within(&ns))
             .map(|p| full(&p))
             .transpose()?;
+        let hpa = self
+            .hpas
+            .get(&ObjectRef::new(&name).within(&ns))
+            .map(|h| full(&h))
+            .transpose()?;
         let pods: Vec<_> = self
             .pods
             .state()
@@ -173,6 +190,7 @@ impl Caches {
                 revisions,
                 service,
                 pdb,
+                hpa,
             },
             pods.iter().map(AsRef::as_ref),
             pvc_exists,
@@ -185,6 +203,7 @@ impl Caches {
         self.revisions.wait_until_ready().await.map_err(closed)?;
         self.services.wait_until_ready().await.map_err(closed)?;
         self.pdbs.wait_until_ready().await.map_err(closed)?;
+        self.hpas.wait_until_ready().await.map_err(closed)?;
         self.pods.wait_until_ready().await.map_err(closed)
     }
 }

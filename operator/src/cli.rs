@@ -1,11 +1,15 @@
 //! Command line of the `kandle-operator` binary: `run` (the default) with its flags, each with
 //! an environment variable fallback, and `crd`, which prints the CustomResourceDefinition.
 
+use std::time::Duration;
+
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::autoscale::Windows;
 
 use crate::client::Limits;
 use crate::config::{
-    OperatorConfig, CONTROLLER_NAME, DEFAULT_FETCH_IMAGE, DEFAULT_KUBE_API_BURST,
+    AutoscaleConfig, OperatorConfig, CONTROLLER_NAME, DEFAULT_FETCH_IMAGE, DEFAULT_KUBE_API_BURST,
     DEFAULT_KUBE_API_QPS, DEFAULT_RECONCILE_CONCURRENCY, DEFAULT_RUNTIME_IMAGE,
 };
 
@@ -29,7 +33,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the controller (the default).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the ModelDeployment CustomResourceDefinition as YAML and exit.
     Crd,
 }
@@ -83,6 +87,13 @@ pub struct RunArgs {
     /// ModelDeployment never runs twice at the same time.
     #[arg(long, env = "KANDLE_RECONCILE_CONCURRENCY", default_value_t = DEFAULT_RECONCILE_CONCURRENCY)]
     pub reconcile_concurrency: u16,
+    /// Seconds of load the autoscaler averages for ordinary changes (its stable window).
+    #[arg(long, env = "KANDLE_AUTOSCALE_STABLE_WINDOW_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub autoscale_stable_window_seconds: u64,
+    /// Seconds of load the autoscaler averages to catch a sudden jump (its panic window); it
+    /// scales up at once when this window asks for twice the ready replicas.
+    #[arg(long, env = "KANDLE_AUTOSCALE_PANIC_WINDOW_SECONDS", default_value_t = 6, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub autoscale_panic_window_seconds: u64,
     /// Port serving /metrics, /healthz and /readyz.
     #[arg(long, env = "KANDLE_METRICS_PORT", default_value_t = 8081)]
     pub metrics_port: u16,
@@ -111,10 +122,21 @@ impl RunArgs {
             runtime_image: self.runtime_image.clone(),
             namespace: self.namespace.clone(),
             fetch_image: self.fetch_image.clone(),
-            unschedulable_grace: std::time::Duration::from_secs(self.unschedulable_grace_seconds),
+            unschedulable_grace: Duration::from_secs(self.unschedulable_grace_seconds),
             allowed_host_paths: self.allowed_host_paths.clone(),
             max_concurrent_upgrades: usize::from(self.max_concurrent_upgrades),
             reconcile_concurrency: self.reconcile_concurrency,
+            autoscale: AutoscaleConfig {
+                windows: Windows {
+                    stable: Duration::from_secs(self.autoscale_stable_window_seconds),
+                    panic: Duration::from_secs(
+                        self.autoscale_panic_window_seconds
+                            .min(self.autoscale_stable_window_seconds),
+                    ),
+                    ..Windows::default()
+                },
+                ..AutoscaleConfig::default()
+            },
             ..OperatorConfig::default()
         }
     }

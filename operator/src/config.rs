@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use crate::autoscale::Windows;
+
 /// Runtime image used when a `ModelDeployment` sets no `spec.runtime.image`.
 pub const DEFAULT_RUNTIME_IMAGE: &str = "ghcr.io/kandle-dev/kandle-runtime:0.1.0";
 /// Image of the init container that downloads `http` model sources.
@@ -52,6 +54,26 @@ pub struct OperatorConfig {
     /// events one pass's writes cause (its status and each child) then wakes one pass, not
     /// one per event.
     pub debounce: Duration,
+    /// How the autoscaler reads load.
+    pub autoscale: AutoscaleConfig,
+}
+
+/// How the autoscaler reads load: how often, and the windows it averages over.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AutoscaleConfig {
+    /// How often ready pods' metrics are read.
+    pub interval: Duration,
+    /// Stable and panic windows.
+    pub windows: Windows,
+}
+
+impl Default for AutoscaleConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(1),
+            windows: Windows::default(),
+        }
+    }
 }
 
 impl Default for OperatorConfig {
@@ -67,6 +89,7 @@ impl Default for OperatorConfig {
             max_concurrent_upgrades: 10,
             reconcile_concurrency: DEFAULT_RECONCILE_CONCURRENCY,
             debounce: Duration::from_millis(DEFAULT_DEBOUNCE_MS),
+            autoscale: AutoscaleConfig::default(),
         }
     }
 }

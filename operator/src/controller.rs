@@ -22,14 +22,16 @@ use kube::runtime::{watcher, PredicateConfig, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
 
 use crate::apply::apply_with;
+use crate::autoscale::collector::Collector;
 use crate::backoff::{retry_delay, spread, Failures};
 use crate::cache::{self, Caches};
 use crate::config::{OperatorConfig, CONTROLLER_NAME};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::observe::observe;
-use crate::plan::{plan, rejected, without_no_ops};
+use crate::plan::{plan, rejected, scraped, without_no_ops};
 use crate::pod_problems::{pod_problem, scheduling_failure};
+use crate::scrape::{HttpScraper, MetricsSource};
 use crate::upgrades::UpgradeSlots;
 
 /// Added to a recheck at a verdict's turning point, which is counted in whole seconds.
@@ -37,6 +39,11 @@ const RECHECK_MARGIN: Duration = Duration::from_secs(1);
 /// A slot of a `ModelDeployment` that no pass refreshed for this long is freed (rolling ones
 /// are looked at every `requeue_waiting`).
 const UPGRADE_SLOT_EXPIRY: Duration = Duration::from_secs(300);
+/// How long a pod may take to answer for its metrics.
+const SCRAPE_TIMEOUT: Duration = Duration::from_millis(800);
+/// Wake-ups from the autoscaler waiting for the controller; more are dropped (the next round
+/// sends them again).
+const WAKE_QUEUE: usize = 1024;
 /// Backstop after a stale pass; the watch event of the newer object usually comes first.
 const STALE_REQUEUE: Duration = Duration::from_secs(1);
 
@@ -57,6 +64,8 @@ pub struct Context {
     pub caches: OnceLock<Caches>,
     /// Consecutive failed passes per `ModelDeployment`, for the backoff.
     pub failures: Failures,
+    /// The load histories of autoscaled `ModelDeployment`s.
+    pub autoscaler: Arc<Collector>,
 }
 
 impl Context {
@@ -72,6 +81,18 @@ impl Context {
         metrics: Arc<Metrics>,
         instance: Option<String>,
     ) -> Arc<Context> {
+        let scraper = Arc::new(HttpScraper::new(SCRAPE_TIMEOUT));
+        Self::with_source(client, config, metrics, instance, scraper)
+    }
+
+    /// A context reading pods' metrics through `source` (a fake, in tests).
+    pub fn with_source(
+        client: Client,
+        config: OperatorConfig,
+        metrics: Arc<Metrics>,
+        instance: Option<String>,
+        source: Arc<dyn MetricsSource>,
+    ) -> Arc<Context> {
         let recorder = Recorder::new(
             client.clone(),
             Reporter {
@@ -80,7 +101,13 @@ impl Context {
             },
         );
         let upgrades = UpgradeSlots::new(config.max_concurrent_upgrades, UPGRADE_SLOT_EXPIRY);
+        let autoscaler = Arc::new(Collector::new(
+            source,
+            config.autoscale.clone(),
+            metrics.clone(),
+        ));
         Arc::new(Context {
+            autoscaler,
             client,
             config,
             recorder,
@@ -119,6 +146,9 @@ async fn reconcile_once(md: &ModelDeployment, ctx: &Context) -> Result<Action, E
         Some(caches) => caches.observe(&ctx.client, md).await?,
         None => observe(&ctx.client, md).await?,
     };
+    if scraped(md).is_some() {
+        observed.load = ctx.autoscaler.history(&key_of(md));
+    }
     let now = chrono::Utc::now();
     let mut plan = plan(md, &observed, now, &ctx.config);
     // A rollout the operator itself caused needs an upgrade slot; without one, plan again with
@@ -214,6 +244,7 @@ pub async fn run_with_context(
     let client = ctx.client.clone();
     let namespace = ctx.config.namespace.clone();
     let (caches, watches) = cache::watch(&client, namespace.as_deref());
+    let pods = caches.pods();
     if ctx.caches.set(caches).is_err() {
         anyhow::bail!("this context already runs a controller");
     }
@@ -229,6 +260,9 @@ pub async fn run_with_context(
             .modify(cache::strip::<ModelDeployment>),
     )
     .applied_objects();
+    // The collector wakes a ModelDeployment whose autoscaling decision changed.
+    let (wake, woken) = futures::channel::mpsc::channel(WAKE_QUEUE);
+    let collector = tokio::spawn(ctx.autoscaler.clone().run(reader.clone(), pods, wake));
     let settings = controller::Config::default()
         .concurrency(ctx.config.reconcile_concurrency)
         .debounce(ctx.config.debounce);
@@ -238,6 +272,7 @@ pub async fn run_with_context(
         .owns_stream(watches.revisions)
         .owns_stream(watches.services)
         .owns_stream(watches.pdbs)
+        .owns_stream(watches.hpas)
         // Pods belong to ReplicaSets, not to the ModelDeployment: map them by label. A pod that
         // crashes, cannot pull its image or finds no node wakes its ModelDeployment at once;
         // one that only starts or becomes ready does not (its Deployment's status says so).
@@ -250,6 +285,7 @@ pub async fn run_with_context(
                 Some(ObjectRef::new(md).within(&pod.namespace()?))
             },
         )
+        .reconcile_on(woken)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -263,6 +299,7 @@ pub async fn run_with_context(
             }
         })
         .await;
+    collector.abort();
     tracing::info!("controller stopped");
     Ok(())
 }

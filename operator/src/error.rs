@@ -49,6 +49,15 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// Reading the HorizontalPodAutoscaler of a `ModelDeployment` failed.
+    #[error("reading the HorizontalPodAutoscaler of {md}")]
+    ObserveHpa {
+        /// `namespace/name` of the ModelDeployment.
+        md: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
     /// Listing the pods of a `ModelDeployment` failed.
     #[error("listing the pods of {md}")]
     ObservePods {
@@ -110,6 +119,15 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// Server-side apply of the HorizontalPodAutoscaler failed.
+    #[error("applying HorizontalPodAutoscaler {name}")]
+    ApplyHpa {
+        /// HorizontalPodAutoscaler name.
+        name: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
     /// Server-side apply of the PodDisruptionBudget failed.
     #[error("applying PodDisruptionBudget {name}")]
     ApplyPdb {
@@ -162,6 +180,7 @@ impl Error {
             Error::ApplyRevision { name, source } => ("ControllerRevision", name, source),
             Error::ApplyService { name, source } => ("Service", name, source),
             Error::ApplyPdb { name, source } => ("PodDisruptionBudget", name, source),
+            Error::ApplyHpa { name, source } => ("HorizontalPodAutoscaler", name, source),
             _ => return None,
         };
         match source {
@@ -188,6 +207,7 @@ impl Error {
             Error::ObserveRevisions { .. } => "ObserveRevisions",
             Error::ObserveService { .. } => "ObserveService",
             Error::ObservePdb { .. } => "ObservePdb",
+            Error::ObserveHpa { .. } => "ObserveHpa",
             Error::ObservePods { .. } => "ObservePods",
             Error::ObservePvc { .. } => "ObservePvc",
             Error::CacheClosed => "CacheClosed",
@@ -196,6 +216,7 @@ impl Error {
             Error::ApplyRevision { .. } => "ApplyRevision",
             Error::ApplyService { .. } => "ApplyService",
             Error::ApplyPdb { .. } => "ApplyPdb",
+            Error::ApplyHpa { .. } => "ApplyHpa",
             Error::ApplyStatus { .. } => "ApplyStatus",
             Error::DeleteOrphan { .. } => "DeleteOrphan",
             Error::PublishEvent { .. } => "PublishEvent",

@@ -15,6 +15,7 @@
 #![deny(missing_docs)]
 
 pub mod apply;
+pub mod autoscale;
 pub mod backoff;
 pub mod cache;
 pub mod cli;
@@ -31,6 +32,7 @@ pub mod observe;
 pub mod plan;
 pub mod pod_problems;
 pub mod rbac;
+pub mod scrape;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
 pub mod upgrades;

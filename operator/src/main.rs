@@ -29,7 +29,7 @@ async fn main() -> anyhow::Result<()> {
             stdout.flush()?;
             Ok(())
         }
-        Some(Command::Run(args)) => run(args).await,
+        Some(Command::Run(args)) => run(*args).await,
         None => run(cli.run).await,
     }
 }

@@ -1,6 +1,6 @@
 //! The operator's own Prometheus metrics: reconciles by result, reconcile duration, errors by
 //! the failing operation (the [`Error`] variant), and the operator's own API requests by verb,
-//! resource and response code, rendered in the text exposition format.
+//! resource and response code, and the autoscaler's readings of pods, rendered in the text exposition format.
 
 use std::time::Duration;
 
@@ -43,6 +43,7 @@ pub struct Metrics {
     errors: Family<ErrorLabels, Counter>,
     duration: Histogram,
     requests: Family<RequestLabels, Counter>,
+    pod_reads: Family<ResultLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -80,12 +81,19 @@ impl Metrics {
             "Requests the operator sent to the Kubernetes API, by verb, resource and code",
             requests.clone(),
         );
+        let pod_reads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "pod_metrics_reads",
+            "Readings of runtime pods' /metrics for autoscaling, by result (ok or failed)",
+            pod_reads.clone(),
+        );
         Self {
             registry,
             reconciles,
             errors,
             duration,
             requests,
+            pod_reads,
         }
     }
 
@@ -123,6 +131,12 @@ impl Metrics {
                 code,
             })
             .inc();
+    }
+
+    /// Counts a reading of a runtime pod's metrics.
+    pub fn record_pod_read(&self, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.pod_reads.get_or_create(&ResultLabels { result }).inc();
     }
 
     /// The metrics in the Prometheus text format.

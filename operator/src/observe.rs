@@ -3,12 +3,14 @@
 //! judgement is left to [`crate::plan`].
 
 use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kandle_crds::{labels, ModelDeployment};
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 
+use crate::autoscale::History;
 use crate::error::Error;
 use crate::pod_problems::{pod_problem, scheduling_failure};
 pub use crate::pod_problems::{PodProblem, ProblemKind, SchedulingFailure};
@@ -24,6 +26,8 @@ pub struct Observed {
     pub service: Option<Service>,
     /// The PodDisruptionBudget named after the ModelDeployment, if it exists.
     pub pdb: Option<PodDisruptionBudget>,
+    /// The HorizontalPodAutoscaler named after the ModelDeployment, if it exists.
+    pub hpa: Option<HorizontalPodAutoscaler>,
     /// Pods the scheduler marked `PodScheduled=False` with reason `Unschedulable`, sorted by pod.
     pub unschedulable: Vec<SchedulingFailure>,
     /// Pods with a failing container (crash loop, image pull, model fetch), sorted by pod.
@@ -35,6 +39,9 @@ pub struct Observed {
     /// Whether the PVC named by a `pvc` model source exists; `None` when the source is not a
     /// PVC.
     pub pvc_exists: Option<bool>,
+    /// The load history of the `ModelDeployment`'s pods, when it is autoscaled on a runtime
+    /// metric and the collector keeps one. Set by the controller, not read from the cluster.
+    pub load: Option<History>,
 }
 
 /// The label selector of every child (and pod) of the named `ModelDeployment`.
@@ -84,6 +91,14 @@ pub async fn observe(client: &Client, md: &ModelDeployment) -> Result<Observed, 
             source,
         })?;
 
+    let hpa = Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), &ns)
+        .get_opt(&name)
+        .await
+        .map_err(|source| Error::ObserveHpa {
+            md: key.clone(),
+            source,
+        })?;
+
     let pods = Api::<Pod>::namespaced(client.clone(), &ns)
         .list(&lp)
         .await
@@ -99,6 +114,7 @@ pub async fn observe(client: &Client, md: &ModelDeployment) -> Result<Observed, 
             revisions,
             service,
             pdb,
+            hpa,
         },
         pods.iter(),
         pvc_exists,
@@ -115,6 +131,8 @@ pub struct Children {
     pub service: Option<Service>,
     /// Its PodDisruptionBudget.
     pub pdb: Option<PodDisruptionBudget>,
+    /// Its HorizontalPodAutoscaler.
+    pub hpa: Option<HorizontalPodAutoscaler>,
 }
 
 /// What was read, in the planner's terms: children sorted by name, and what is wrong with the
@@ -129,6 +147,7 @@ pub fn assemble<'a>(
         mut revisions,
         service,
         pdb,
+        hpa,
     } = children;
     deployments.sort_by_key(|d| d.name_any());
     revisions.sort_by_key(|r| r.name_any());
@@ -144,10 +163,12 @@ pub fn assemble<'a>(
         revisions,
         service,
         pdb,
+        hpa,
         unschedulable,
         pod_problems,
         upgrade_waits: false,
         pvc_exists,
+        load: None,
     }
 }
 

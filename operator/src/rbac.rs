@@ -3,6 +3,7 @@
 //! holds the two in step and checks that every kind the code calls is listed here.
 
 use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::events::v1::Event;
@@ -120,6 +121,12 @@ pub fn permissions() -> Vec<Permission> {
             &["get", "list", "watch", "create", "patch", "delete"],
             "the PodDisruptionBudget: watched, read, applied (create and patch), deleted below two \
              replicas",
+        ),
+        Permission::of::<HorizontalPodAutoscaler>(
+            Cluster,
+            &["get", "list", "watch", "create", "patch", "delete"],
+            "the HorizontalPodAutoscaler of metric cpu: watched, read, applied (create and patch), \
+             deleted when the metric changes",
         ),
         Permission::of::<Pod>(
             Cluster,

@@ -322,6 +322,9 @@ impl ObservedBuilder {
         if plan.pdb.is_some() {
             o.pdb = plan.pdb.clone();
         }
+        if plan.hpa.is_some() {
+            o.hpa = plan.hpa.clone();
+        }
         for gone in &plan.delete {
             use crate::plan::ChildKind;
             match gone.kind {
@@ -329,6 +332,7 @@ impl ObservedBuilder {
                 ChildKind::ControllerRevision => o.revisions.retain(|r| r.name_any() != gone.name),
                 ChildKind::Service => o.service = None,
                 ChildKind::PodDisruptionBudget => o.pdb = None,
+                ChildKind::HorizontalPodAutoscaler => o.hpa = None,
             }
         }
         o.deployments.sort_by_key(|d| d.name_any());

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kandle_crds::{conditions, labels, ModelDeployment};
 use kandle_operator::controller::{self, Context};
@@ -105,6 +106,36 @@ impl Harness {
             .context("the Deployment has a namespace")?;
         self.server
             .set_status::<Deployment>(&ns, &deployment.name_any(), status)
+    }
+
+    /// Plays the ReplicaSet controller and a kubelet: creates a pod of `deployment` (its
+    /// template's labels) with `status`, and returns it.
+    pub async fn create_pod_of(
+        &self,
+        deployment: &Deployment,
+        status: serde_json::Value,
+    ) -> anyhow::Result<Pod> {
+        let ns = deployment
+            .namespace()
+            .context("the Deployment has a namespace")?;
+        let labels = deployment
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.labels.clone())
+            .context("the Deployment's pods have labels")?;
+        let pod: Pod = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": format!("{}-7d9f-abcde", deployment.name_any()), "labels": labels},
+            "spec": {"containers": [{"name": "runtime", "image": "ghcr.io/kandle-dev/kandle-runtime:0.1.0"}]}
+        }))?;
+        Api::<Pod>::namespaced(self.client.clone(), &ns)
+            .create(&PostParams::default(), &pod)
+            .await
+            .context("creating the pod")?;
+        self.server
+            .set_status::<Pod>(&ns, &pod.name_any(), status)?;
+        Ok(pod)
     }
 
     /// Reconciles and makes every Deployment of the `ModelDeployment` available until it is

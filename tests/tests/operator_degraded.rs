@@ -3,7 +3,7 @@
 //! scheduler cannot place are reported with the scheduler's own words.
 
 use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
 use k8s_openapi::api::events::v1::Event;
 use kandle_crds::conditions::{self, reasons};
 use kandle_operator::testing::{md, TEST_NAMESPACE};
@@ -150,29 +150,15 @@ async fn unschedulable_pods_degrade_the_model_deployment_with_the_schedulers_mes
         .await
         .expect("reconcile");
     let deployment = h.deployments_of("bert").expect("deployments").remove(0);
-    let template_labels = deployment
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.metadata.as_ref())
-        .and_then(|m| m.labels.clone())
-        .expect("pod labels");
-
-    let pods: Api<Pod> = Api::namespaced(h.client.clone(), TEST_NAMESPACE);
-    let pod: Pod = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": format!("{}-7d9f-abcde", deployment.name_any()), "labels": template_labels},
-        "spec": {"containers": [{"name": "runtime", "image": "ghcr.io/kandle-dev/kandle-runtime:0.1.0"}]}
-    }))
-    .expect("pod");
-    pods.create(&PostParams::default(), &pod)
-        .await
-        .expect("create pod");
-    h.server
-        .set_status::<Pod>(TEST_NAMESPACE, &pod.name_any(), json!({
+    h.create_pod_of(
+        &deployment,
+        json!({
             "phase": "Pending",
             "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": SCHEDULER_MESSAGE}]
-        }))
-        .expect("the scheduler gives up");
+        }),
+    )
+    .await
+    .expect("the scheduler gives up");
     h.reconcile(TEST_NAMESPACE, "bert")
         .await
         .expect("reconcile");

@@ -2,10 +2,12 @@
 //! what the cluster should hold (children to apply and delete), the full status, and the events
 //! worth publishing. No I/O; every rule of the operator lives here and below.
 
+mod autoscaling;
 mod budget;
 mod deployment;
 mod events;
 mod history;
+mod hpa;
 mod kstatus;
 mod meta;
 mod model_volume;
@@ -26,6 +28,7 @@ mod tests;
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -34,6 +37,7 @@ use kandle_crds::conditions::reasons;
 use kandle_crds::{ModelDeployment, ModelDeploymentStatus};
 use kube::ResourceExt;
 
+pub use autoscaling::{decision as autoscaling_decision, history_span, scraped, HPA_REASON};
 pub use deployment::is_available;
 pub use meta::{owner_reference, pod_selector_labels, pod_selector_string, revision_labels};
 pub use model_volume::{FETCH_CONTAINER, MODEL_DIR, MODEL_VOLUME};
@@ -47,6 +51,7 @@ pub use revision::{revision_name, KnownRevision, RevisionSnapshot, HASH_LEN, TEM
 
 pub use service::{service_url, SERVICE_PORT};
 
+use crate::autoscale;
 use crate::config::OperatorConfig;
 use crate::observe::Observed;
 use history::HistoryInput;
@@ -66,6 +71,8 @@ pub enum ChildKind {
     Service,
     /// policy/v1 PodDisruptionBudget.
     PodDisruptionBudget,
+    /// autoscaling/v2 HorizontalPodAutoscaler.
+    HorizontalPodAutoscaler,
 }
 
 impl ChildKind {
@@ -76,6 +83,7 @@ impl ChildKind {
             ChildKind::ControllerRevision => "ControllerRevision",
             ChildKind::Service => "Service",
             ChildKind::PodDisruptionBudget => "PodDisruptionBudget",
+            ChildKind::HorizontalPodAutoscaler => "HorizontalPodAutoscaler",
         }
     }
 }
@@ -128,6 +136,8 @@ pub struct Plan {
     pub service: Option<Service>,
     /// The PodDisruptionBudget, when there are enough replicas for one.
     pub pdb: Option<PodDisruptionBudget>,
+    /// The HorizontalPodAutoscaler, when `spec.autoscaling.metric` is `cpu`.
+    pub hpa: Option<HorizontalPodAutoscaler>,
     /// Children no longer wanted.
     pub delete: Vec<ChildRef>,
     /// The full status to write.
@@ -160,8 +170,24 @@ pub fn plan(
     now: DateTime<Utc>,
     config: &OperatorConfig,
 ) -> Plan {
+    let scaling = sized(md, observed, now, config);
+    let md = scaling.as_ref().map_or(md, |(sized, _)| sized);
     let previous = md.status.clone().unwrap_or_default();
     let now = kube_time(now);
+    let autoscaling_status = match (&scaling, &md.spec.autoscaling) {
+        _ if md.spec.paused => previous.autoscaling.clone(),
+        (Some((_, decision)), _) => Some(autoscaling::status(
+            decision,
+            previous.autoscaling.as_ref(),
+            &now,
+        )),
+        (None, Some(_)) => Some(autoscaling::hpa_status(
+            md,
+            previous.autoscaling.as_ref(),
+            &now,
+        )),
+        (None, None) => None,
+    };
     let view = ownership::owned_view(md, observed);
     let observed = &view.observed;
     let target_of = |snapshot: &RevisionSnapshot| revision_name(&md.name_any(), &snapshot.hash());
@@ -210,6 +236,7 @@ pub fn plan(
             observed_generation: md.metadata.generation,
             selector: Some(pod_selector_string(&md.name_any())),
             url: Some(service_url(md)),
+            autoscaling: autoscaling_status,
             ..previous.clone()
         },
         now: now.clone(),
@@ -243,6 +270,35 @@ pub fn plan(
     }
 }
 
+/// `md` sized by the autoscaler (its decision standing in for `spec.replicas`), when it is
+/// autoscaled on a runtime metric and not paused.
+fn sized(
+    md: &ModelDeployment,
+    observed: &Observed,
+    now: DateTime<Utc>,
+    config: &OperatorConfig,
+) -> Option<(ModelDeployment, autoscale::Decision)> {
+    if md.spec.paused {
+        return None;
+    }
+    let ready = observed
+        .deployments
+        .iter()
+        .map(|d| deployment::counts(d).ready)
+        .sum();
+    let decision = autoscaling::decision(
+        md,
+        observed.load.as_ref(),
+        ready,
+        !observed.unschedulable.is_empty(),
+        now,
+        &config.autoscale,
+    )?;
+    let mut sized = md.clone();
+    sized.spec.replicas = decision.desired;
+    Some((sized, decision))
+}
+
 /// Leaves out of `plan` every child that `md` does not control.
 fn without_foreign(md: &ModelDeployment, view: &OwnedView, mut plan: Plan) -> Plan {
     plan.deployments
@@ -253,6 +309,9 @@ fn without_foreign(md: &ModelDeployment, view: &OwnedView, mut plan: Plan) -> Pl
     }
     if view.pdb_taken {
         plan.pdb = None;
+    }
+    if view.hpa_taken {
+        plan.hpa = None;
     }
     plan.delete.retain(|c| view.may_write(md, &c.name));
     plan
@@ -315,6 +374,7 @@ fn frozen(md: &ModelDeployment, observed: &Observed, pass: Pass, progressing: Ve
         revisions: Vec::new(),
         service: None,
         pdb: None,
+        hpa: None,
         delete: Vec::new(),
         status,
         write_status: true,
@@ -395,6 +455,14 @@ fn rolled(
             uid: observed_pdb.uid(),
         });
     }
+    let hpa = hpa::hpa(md);
+    if let (None, Some(observed_hpa)) = (&hpa, &observed.hpa) {
+        delete.push(ChildRef {
+            kind: ChildKind::HorizontalPodAutoscaler,
+            name: md.name_any(),
+            uid: observed_hpa.uid(),
+        });
+    }
     let history = history::history(&HistoryInput {
         previous: &pass.previous.history,
         kept: &rollout.kept,
@@ -432,6 +500,7 @@ fn rolled(
         revisions: rollout.revisions,
         service: Some(service::service(md)),
         pdb,
+        hpa,
         delete,
         status,
         write_status: true,

@@ -28,10 +28,14 @@ pub fn without_no_ops(mut plan: Plan, md: &ModelDeployment, observed: &Observed)
     plan.pdb = plan
         .pdb
         .and_then(|p| needed(vec![p], observed.pdb.as_slice()).pop());
+    plan.hpa = plan
+        .hpa
+        .and_then(|h| needed(vec![h], observed.hpa.as_slice()).pop());
     let children = !plan.deployments.is_empty()
         || !plan.revisions.is_empty()
         || plan.service.is_some()
         || plan.pdb.is_some()
+        || plan.hpa.is_some()
         || !plan.delete.is_empty();
     plan.write_status = plan.write_status && (children || md.status.as_ref() != Some(&plan.status));
     plan

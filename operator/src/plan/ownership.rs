@@ -1,7 +1,8 @@
 //! Ownership: kandle only changes or deletes what this `ModelDeployment` controls (an owner
 //! reference with `controller: true` and its UID). Labelled objects it does not control are left
 //! out of the view the planner works from, and an object in the way of one kandle must write (a
-//! Service or PodDisruptionBudget of the same name made by someone else) is reported, never
+//! Service, PodDisruptionBudget or HorizontalPodAutoscaler of the same name made by
+//! someone else) is reported, never
 //! adopted.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -30,6 +31,9 @@ pub struct OwnedView {
     pub service_taken: bool,
     /// A PodDisruptionBudget of the `ModelDeployment`'s name exists and belongs to someone else.
     pub pdb_taken: bool,
+    /// A HorizontalPodAutoscaler of the `ModelDeployment`'s name exists and belongs to someone
+    /// else.
+    pub hpa_taken: bool,
     /// Labelled Deployments and ControllerRevisions `md` does not control, by name.
     pub foreign: Vec<String>,
 }
@@ -39,7 +43,7 @@ impl OwnedView {
     pub fn may_write(&self, md: &ModelDeployment, name: &str) -> bool {
         let own_name = name == md.name_any();
         !self.foreign.iter().any(|f| f == name)
-            && !(own_name && (self.service_taken || self.pdb_taken))
+            && !(own_name && (self.service_taken || self.pdb_taken || self.hpa_taken))
     }
 
     /// The complaint for `Degraded`, if anything stands in the way of `target` (the revision
@@ -55,6 +59,9 @@ impl OwnedView {
         }
         if self.pdb_taken {
             taken.push(format!("PodDisruptionBudget {name:?}"));
+        }
+        if self.hpa_taken {
+            taken.push(format!("HorizontalPodAutoscaler {name:?}"));
         }
         if taken.is_empty() {
             return None;
@@ -101,10 +108,18 @@ pub fn owned_view(md: &ModelDeployment, observed: &Observed) -> OwnedView {
     if pdb_taken {
         view.pdb = None;
     }
+    let hpa_taken = observed
+        .hpa
+        .as_ref()
+        .is_some_and(|h| !controlled_by(&h.metadata, md));
+    if hpa_taken {
+        view.hpa = None;
+    }
     OwnedView {
         observed: view,
         service_taken,
         pdb_taken,
+        hpa_taken,
         foreign,
     }
 }

@@ -60,6 +60,7 @@ pub fn rejected(md: &ModelDeployment, planned: &Plan, refusal: &str, now: DateTi
         revisions: Vec::new(),
         service: None,
         pdb: None,
+        hpa: None,
         delete: Vec::new(),
         status,
         write_status: true,

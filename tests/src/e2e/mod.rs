@@ -29,6 +29,7 @@ pub mod control_plane;
 mod diagnostics;
 pub mod install;
 pub mod kubelet_process;
+pub mod load;
 pub mod models_volume;
 pub mod namespace;
 pub mod nodes;
@@ -45,6 +46,7 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use cluster::{Cluster, Unavailable};
+pub use load::Load;
 pub use nodes::{NodeSpec, A100, H100};
 pub use operator::OperatorProcess;
 pub use serving::embed;

@@ -2,7 +2,9 @@
 //! bookkeeping that turns single results into a verdict, and a container's three probes run
 //! together (startup first; readiness and liveness once it has passed). Probes run every tick
 //! of the kubelet's probe period, whatever their `periodSeconds`; `initialDelaySeconds` is
-//! honoured as written.
+//! honoured as written, and so is the time a startup probe allows (`failureThreshold` ×
+//! `periodSeconds`): probing faster must not kill a slow-loading container sooner than a real
+//! kubelet would.
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -78,7 +80,7 @@ pub struct Round {
 impl ContainerProbes {
     pub fn of(container: &Container) -> Self {
         Self {
-            startup: Scheduled::of(&container.startup_probe),
+            startup: Scheduled::of(&container.startup_probe).map(Scheduled::with_time_budget),
             readiness: Scheduled::of(&container.readiness_probe),
             liveness: Scheduled::of(&container.liveness_probe),
             started: container.startup_probe.is_none(),
@@ -131,6 +133,8 @@ struct Scheduled {
     probe: Probe,
     tracker: Tracker,
     not_before: Instant,
+    /// Failures give up only from then on.
+    fail_not_before: Option<Instant>,
 }
 
 impl Scheduled {
@@ -140,7 +144,18 @@ impl Scheduled {
                 + Duration::from_secs(probe.initial_delay_seconds.unwrap_or(0).max(0) as u64),
             tracker: Tracker::new(probe),
             probe: probe.clone(),
+            fail_not_before: None,
         })
+    }
+
+    /// Gives up no sooner than `failureThreshold` × `periodSeconds` after the initial delay.
+    fn with_time_budget(mut self) -> Self {
+        let seconds =
+            |v: Option<i32>, default: i32| u64::try_from(v.unwrap_or(default)).unwrap_or(0);
+        let budget =
+            seconds(self.probe.failure_threshold, 3) * seconds(self.probe.period_seconds, 10);
+        self.fail_not_before = Some(self.not_before + Duration::from_secs(budget));
+        self
     }
 
     /// The verdict after one more check (none before the initial delay is over), and the
@@ -155,6 +170,8 @@ impl Scheduled {
         }
         let result = check(&self.probe, target, http).await;
         let verdict = self.tracker.record(result.is_ok());
+        let too_soon = self.fail_not_before.is_some_and(|at| Instant::now() < at);
+        let verdict = verdict.filter(|passed| *passed || !too_soon);
         (verdict, result.err().unwrap_or_default())
     }
 }

@@ -2,6 +2,7 @@
 //! [`crate::testing`].
 
 mod argocd;
+mod autoscaling;
 mod failures;
 mod invalid;
 mod kstatus;

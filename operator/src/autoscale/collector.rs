@@ -1,0 +1,347 @@
+//! The collector: about once a second it reads the metrics of every ready pod of each
+//! autoscaled `ModelDeployment` (from the controller's pod cache, through a
+//! [`MetricsSource`]), records the load in that `ModelDeployment`'s [`History`] and wakes its
+//! pass when the decision differs from the status. Deciding stays in [`super::decide`]; passes
+//! read the histories through [`Collector::history`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::{DateTime, Utc};
+use futures::channel::mpsc::Sender;
+use futures::{stream, StreamExt};
+use k8s_openapi::api::core::v1::Pod;
+use kandle_crds::{labels, AutoscalingMetric, AutoscalingStatus, ModelDeployment};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::ResourceExt;
+
+use super::decide::{reasons, Decision};
+use super::history::{History, Sample};
+use crate::config::AutoscaleConfig;
+use crate::metrics::Metrics;
+use crate::plan::{autoscaling_decision, history_span, scraped, RUNTIME_PORT};
+use crate::pod_problems::scheduling_failure;
+use crate::scrape::{MetricsSource, PodMetrics, PodTarget};
+
+/// Pods read at once, across all `ModelDeployment`s.
+const CONCURRENT_READS: usize = 64;
+
+/// The load histories of the autoscaled `ModelDeployment`s, and how to read more.
+pub struct Collector {
+    source: Arc<dyn MetricsSource>,
+    metrics: Arc<Metrics>,
+    config: AutoscaleConfig,
+    state: Mutex<HashMap<String, Load>>,
+}
+
+/// What the collector keeps per `ModelDeployment`.
+#[derive(Default)]
+struct Load {
+    history: History,
+    /// Each pod's request count at its last reading, for the request rate.
+    counts: HashMap<String, (DateTime<Utc>, f64)>,
+}
+
+/// One autoscaled `ModelDeployment`'s share of a round.
+struct Round {
+    md: Arc<ModelDeployment>,
+    key: String,
+    targets: Vec<PodTarget>,
+    ready: i32,
+    waiting_for_room: bool,
+}
+
+impl Collector {
+    /// A collector reading pods through `source`, counting its readings in `metrics`.
+    pub fn new(
+        source: Arc<dyn MetricsSource>,
+        config: AutoscaleConfig,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            source,
+            metrics,
+            config,
+            state: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The load history of the `ModelDeployment` `namespace/name`, if one is kept.
+    pub fn history(&self, key: &str) -> Option<History> {
+        self.lock().get(key).map(|load| load.history.clone())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Load>> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs rounds every interval until the task is dropped; a `ModelDeployment` whose decision
+    /// differs from its status is sent to `wake`.
+    pub async fn run(
+        self: Arc<Self>,
+        mds: Store<ModelDeployment>,
+        pods: Store<Pod>,
+        wake: Sender<ObjectRef<ModelDeployment>>,
+    ) {
+        let mut ticks = tokio::time::interval(self.config.interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let mds = mds.state();
+            if mds.iter().any(|md| scraped(md).is_some()) || !self.lock().is_empty() {
+                self.round(&mds, &pods.state(), &wake).await;
+            }
+        }
+    }
+
+    /// One round: read, record, and wake what needs a pass.
+    pub async fn round(
+        &self,
+        mds: &[Arc<ModelDeployment>],
+        pods: &[Arc<Pod>],
+        wake: &Sender<ObjectRef<ModelDeployment>>,
+    ) {
+        let rounds = rounds(mds, pods);
+        self.lock()
+            .retain(|key, _| rounds.iter().any(|round| round.key == *key));
+        let wanted: Vec<(String, PodTarget)> = rounds
+            .iter()
+            .flat_map(|round| round.targets.iter().map(|t| (round.key.clone(), t.clone())))
+            .collect();
+        let readings: Vec<(String, String, Option<PodMetrics>)> = stream::iter(wanted)
+            .map(|(key, target)| {
+                let source = self.source.clone();
+                let metrics = self.metrics.clone();
+                async move {
+                    let reading = source.read(&target).await;
+                    metrics.record_pod_read(reading.is_ok());
+                    if let Err(err) = &reading {
+                        tracing::debug!(md = %key, pod = %target.pod, error = %err, "metrics not read");
+                    }
+                    (key, target.pod, reading.ok())
+                }
+            })
+            .buffer_unordered(CONCURRENT_READS)
+            .collect()
+            .await;
+        let now = Utc::now();
+        for round in &rounds {
+            let Some(metric) = round.md.spec.autoscaling.as_ref().map(|a| a.metric) else {
+                continue;
+            };
+            let mine = readings
+                .iter()
+                .filter(|(key, _, _)| *key == round.key)
+                .filter_map(|(_, pod, reading)| Some((pod.as_str(), reading.as_ref()?)));
+            let history = self.record(&round.md, &round.key, metric, mine, now);
+            let decision = autoscaling_decision(
+                &round.md,
+                Some(&history),
+                round.ready,
+                round.waiting_for_room,
+                now,
+                &self.config,
+            );
+            let previous = round
+                .md
+                .status
+                .as_ref()
+                .and_then(|s| s.autoscaling.as_ref());
+            if decision.is_some_and(|d| worth_a_pass(previous, &d)) {
+                let _ = wake.clone().try_send(ObjectRef::from_obj(&*round.md));
+            }
+        }
+    }
+
+    /// Records the readings of one `ModelDeployment` taken `now`, returning its history.
+    fn record<'a>(
+        &self,
+        md: &ModelDeployment,
+        key: &str,
+        metric: AutoscalingMetric,
+        readings: impl Iterator<Item = (&'a str, &'a PodMetrics)>,
+        now: DateTime<Utc>,
+    ) -> History {
+        let mut state = self.lock();
+        let load = state.entry(key.to_string()).or_default();
+        let mut total = 0.0;
+        let mut ready = 0;
+        let mut counts = HashMap::new();
+        for (pod, reading) in readings {
+            let requests = reading.requests();
+            let value = match metric {
+                AutoscalingMetric::Concurrency => Some(reading.in_flight),
+                AutoscalingMetric::QueueDepth => Some(reading.queue_depth),
+                AutoscalingMetric::Rps => load
+                    .counts
+                    .get(pod)
+                    .and_then(|(at, before)| rate(*at, *before, now, requests)),
+                AutoscalingMetric::Cpu => None,
+            };
+            counts.insert(pod.to_string(), (now, requests));
+            if let Some(value) = value {
+                total += value;
+                ready += 1;
+            }
+        }
+        load.counts = counts;
+        if ready > 0 {
+            let keep = history_span(md, &self.config.windows);
+            load.history.record(
+                Sample {
+                    at: now,
+                    total,
+                    ready,
+                },
+                &self.config.windows,
+                keep,
+            );
+        }
+        load.history.clone()
+    }
+}
+
+/// Whether the decision changes what the status says: the count, or a reason that holds the
+/// count back (the figures of a steady count are refreshed by passes that run anyway).
+fn worth_a_pass(previous: Option<&AutoscalingStatus>, decision: &Decision) -> bool {
+    let holding = |reason: &str| {
+        [
+            reasons::WAITING_FOR_CAPACITY,
+            reasons::WAITING_FOR_PODS,
+            reasons::NO_METRICS,
+            reasons::AT_MAX,
+        ]
+        .contains(&reason)
+    };
+    previous.is_none_or(|p| {
+        p.desired_replicas != decision.desired
+            || (p.reason != decision.reason && (holding(&p.reason) || holding(decision.reason)))
+    })
+}
+
+/// Requests per second between two readings of one pod; none across a restart (the counter
+/// went down) or without time between them.
+fn rate(then: DateTime<Utc>, before: f64, now: DateTime<Utc>, requests: f64) -> Option<f64> {
+    let seconds = (now - then).num_milliseconds() as f64 / 1000.0;
+    (seconds > 0.0 && requests >= before).then(|| (requests - before) / seconds)
+}
+
+/// The autoscaled `ModelDeployment`s with their ready pods' addresses.
+fn rounds(mds: &[Arc<ModelDeployment>], pods: &[Arc<Pod>]) -> Vec<Round> {
+    let mut by_md: HashMap<(String, String), Vec<&Pod>> = HashMap::new();
+    for pod in pods {
+        let (Some(ns), Some(md)) = (pod.namespace(), pod.labels().get(labels::MODEL_DEPLOYMENT))
+        else {
+            continue;
+        };
+        if pod.metadata.deletion_timestamp.is_none() {
+            by_md.entry((ns, md.clone())).or_default().push(pod);
+        }
+    }
+    mds.iter()
+        .filter(|md| scraped(md).is_some() && md.metadata.deletion_timestamp.is_none())
+        .map(|md| {
+            let ns = md.namespace().unwrap_or_default();
+            let mine = by_md
+                .remove(&(ns.clone(), md.name_any()))
+                .unwrap_or_default();
+            let targets: Vec<PodTarget> = mine.iter().filter_map(|pod| target(pod)).collect();
+            Round {
+                key: format!("{ns}/{}", md.name_any()),
+                // What the planner counts: the revisions' ready replicas, as its last pass saw.
+                ready: md.status.as_ref().map_or(0, |s| s.ready_replicas),
+                waiting_for_room: mine.iter().any(|pod| scheduling_failure(pod).is_some()),
+                targets,
+                md: md.clone(),
+            }
+        })
+        .collect()
+}
+
+/// The address of a ready pod.
+fn target(pod: &Pod) -> Option<PodTarget> {
+    let status = pod.status.as_ref()?;
+    let ready = status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    let ip = status.pod_ip.clone().filter(|ip| !ip.is_empty())?;
+    ready.then(|| PodTarget {
+        pod: pod.name_any(),
+        ip,
+        port: u16::try_from(RUNTIME_PORT).unwrap_or(8080),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeDelta;
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn the_request_rate_is_per_second_and_none_across_a_restart() {
+        let t0 = DateTime::<Utc>::UNIX_EPOCH;
+        let t1 = t0 + TimeDelta::milliseconds(500);
+        assert_eq!(rate(t0, 100.0, t1, 150.0), Some(100.0));
+        assert_eq!(
+            rate(t0, 100.0, t1, 3.0),
+            None,
+            "the counter went down: a restart"
+        );
+        assert_eq!(rate(t0, 100.0, t0, 150.0), None);
+    }
+
+    #[test]
+    fn only_ready_pods_with_an_address_are_read() {
+        let pod = |ready: &str, ip: Option<&str>| -> Pod {
+            serde_json::from_value(json!({
+                "metadata": {"name": "p"},
+                "status": {"podIP": ip, "conditions": [{"type": "Ready", "status": ready}]}
+            }))
+            .unwrap()
+        };
+        assert_eq!(
+            target(&pod("True", Some("10.0.0.1"))).map(|t| (t.ip, t.port)),
+            Some(("10.0.0.1".to_string(), 8080))
+        );
+        assert_eq!(target(&pod("False", Some("10.0.0.1"))), None);
+        assert_eq!(target(&pod("True", None)), None);
+    }
+
+    #[test]
+    fn a_pass_is_worth_it_for_a_new_count_or_a_holding_reason() {
+        let status = |desired, reason: &str| AutoscalingStatus {
+            desired_replicas: desired,
+            reason: reason.to_string(),
+            ..AutoscalingStatus::default()
+        };
+        let decision = |desired, reason| Decision {
+            desired,
+            reason,
+            message: String::new(),
+            seen: None,
+        };
+        assert!(worth_a_pass(None, &decision(2, reasons::STEADY)));
+        assert!(worth_a_pass(
+            Some(&status(2, reasons::STEADY)),
+            &decision(3, reasons::SCALED_UP)
+        ));
+        assert!(worth_a_pass(
+            Some(&status(2, reasons::STEADY)),
+            &decision(2, reasons::WAITING_FOR_CAPACITY)
+        ));
+        assert!(worth_a_pass(
+            Some(&status(2, reasons::NO_METRICS)),
+            &decision(2, reasons::STEADY)
+        ));
+        assert!(!worth_a_pass(
+            Some(&status(2, reasons::STEADY)),
+            &decision(2, reasons::STABILIZING_DOWN)
+        ));
+    }
+}
