@@ -76,6 +76,9 @@ pub struct AutoscalingStatus {
     /// When the desired count last changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_scale_time: Option<Time>,
+    /// Why it last changed, with the figures then (`reason: message`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_reason: Option<String>,
     /// Why the count is what it is: `ScaledUp`, `ScaledDown`, `Steady`, `Panic`,
     /// `StabilizingDown`, `WaitingForPods`, `WaitingForCapacity`, `NoMetrics` or
     /// `HorizontalPodAutoscaler`.

@@ -91,6 +91,11 @@ pub fn status(
         } else {
             previous.and_then(|p| p.last_scale_time.clone())
         },
+        last_scale_reason: if changed {
+            Some(format!("{}: {}", decision.reason, decision.message))
+        } else {
+            previous.and_then(|p| p.last_scale_reason.clone())
+        },
         reason: decision.reason.to_string(),
         message: decision.message.clone(),
     }
@@ -114,6 +119,7 @@ pub fn hpa_status(
         } else {
             previous.and_then(|p| p.last_scale_time.clone())
         },
+        last_scale_reason: None,
         reason: HPA_REASON.to_string(),
         message: format!(
             "HorizontalPodAutoscaler {} scales spec.replicas on CPU utilisation",

@@ -53,7 +53,11 @@ fn load_sizes_the_serving_revision_and_the_status_says_why() {
         5,
         "40 in flight at 8 each"
     );
-    let status = plan.status.autoscaling.expect("an autoscaling status");
+    let status = plan
+        .status
+        .autoscaling
+        .clone()
+        .expect("an autoscaling status");
     assert_eq!(status.desired_replicas, 5);
     assert_eq!(status.value, Some(40.0));
     assert_eq!(status.ready_replicas, 2);
@@ -67,6 +71,29 @@ fn load_sizes_the_serving_revision_and_the_status_says_why() {
         status.message
     );
     assert_eq!(plan.status.ready.as_deref(), Some("2/5"));
+    let why = status
+        .last_scale_reason
+        .clone()
+        .expect("why it last scaled");
+    assert!(why.starts_with("Panic: "), "{why}");
+
+    // A later steady pass keeps the time and the reason of that change.
+    let md = crate::testing::md("bert")
+        .with_autoscaling(2, 10)
+        .with_status(plan.status.clone())
+        .build();
+    let steady = Observed {
+        load: Some(load(40.0, 5, 101, 101)),
+        ..observed().from_plan(&plan).all_available().build()
+    };
+    let later = plan_at(&md, &steady, 101)
+        .status
+        .autoscaling
+        .expect("a status");
+    assert_eq!(later.desired_replicas, 5);
+    assert_eq!(later.reason, reasons::STEADY);
+    assert_eq!(later.last_scale_time, status.last_scale_time);
+    assert_eq!(later.last_scale_reason, Some(why));
 }
 
 #[test]
