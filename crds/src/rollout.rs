@@ -200,8 +200,9 @@ pub struct AutoscalingSpec {
     #[serde(default = "default_scale_up_window")]
     #[schemars(schema_with = "crate::quantity::duration")]
     pub scale_up_stabilization: String,
-    /// Scale down only to the most replicas any reading of this window asked for, e.g. `5m`.
-    /// No scale-down either while replicas asked for earlier are not ready yet.
+    /// Scale down only to the most replicas any reading of this window allows, e.g. `5m`; a
+    /// reading allows fewer replicas only when they would carry its load with 10% to spare. No
+    /// scale-down either while replicas asked for earlier are not ready yet.
     #[serde(default = "default_scale_down_window")]
     #[schemars(schema_with = "crate::quantity::duration")]
     pub scale_down_stabilization: String,

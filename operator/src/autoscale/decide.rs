@@ -95,11 +95,14 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
     };
     let target = spec.target;
     let want_of = |p: &Point| p.want(target, inputs.windows);
+    let want_down_of = |p: &Point| p.want_down(target, inputs.windows);
     let want = want_of(latest);
+    let want_down = want_down_of(latest);
     let up_window = window(&spec.scale_up_stabilization);
     let down_window = window(&spec.scale_down_stabilization);
     // Scale up to the least any point of the up window asked for, down to the most any point
-    // of the down window asked for (as a HorizontalPodAutoscaler's stabilization does).
+    // of the down window allows with the tolerance to spare (as a HorizontalPodAutoscaler's
+    // stabilization and tolerance do).
     let up = history
         .since(inputs.now - delta(up_window))
         .map(want_of)
@@ -109,10 +112,10 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
     let down_from = inputs.now - delta(down_window);
     let mut down = history
         .since(down_from)
-        .map(want_of)
+        .map(want_down_of)
         .max()
-        .unwrap_or(want)
-        .max(want);
+        .unwrap_or(want_down)
+        .max(want_down);
     if !history.covers(down_from) {
         // Fewer samples than the window holds (the operator just started): no scale-down yet.
         down = down.max(current);
@@ -155,7 +158,7 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
                 current,
                 reasons::WAITING_FOR_PODS,
                 format!(
-                    "{figures} asks for {down}, but {} of {current} replicas are ready",
+                    "{figures} allows {down}, but {} of {current} replicas are ready",
                     inputs.ready
                 ),
             )
@@ -166,12 +169,12 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
                 format!("{figures}: scaling {current} -> {down}"),
             )
         }
-    } else if want < current {
+    } else if want_down < current {
         (
             current,
             reasons::STABILIZING_DOWN,
             format!(
-                "{figures} asks for {want}; waiting out the scale-down window ({}s)",
+                "{figures} allows {want_down}; waiting out the scale-down window ({}s)",
                 down_window.as_secs()
             ),
         )

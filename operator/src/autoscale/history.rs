@@ -28,6 +28,10 @@ impl Default for Windows {
     }
 }
 
+/// Headroom a scale-down must leave: fewer replicas only when they would carry the load plus
+/// this share (a HorizontalPodAutoscaler's default tolerance is the same 10%).
+pub const DOWN_TOLERANCE: f64 = 0.1;
+
 /// One reading of every ready replica's metrics.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Sample {
@@ -61,6 +65,18 @@ impl Point {
         } else {
             stable
         }
+    }
+
+    /// Replicas this point allows scaling down to: [`Point::want`] for the load with
+    /// [`DOWN_TOLERANCE`] to spare, so a load sitting on a boundary does not move the count
+    /// back and forth.
+    pub fn want_down(&self, target: f64, windows: &Windows) -> i32 {
+        let spared = Point {
+            stable_avg: self.stable_avg * (1.0 + DOWN_TOLERANCE),
+            panic_avg: self.panic_avg * (1.0 + DOWN_TOLERANCE),
+            ..*self
+        };
+        spared.want(target, windows)
     }
 
     /// Whether the panic window takes over at this point.

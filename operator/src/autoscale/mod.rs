@@ -11,7 +11,7 @@ mod decide;
 mod history;
 
 pub use decide::{decide, reasons, Decision, Inputs};
-pub use history::{delta, replicas_for, History, Point, Sample, Windows};
+pub use history::{delta, replicas_for, History, Point, Sample, Windows, DOWN_TOLERANCE};
 
 #[cfg(test)]
 mod tests;
