@@ -228,7 +228,7 @@ fn rate(then: DateTime<Utc>, before: f64, now: DateTime<Utc>, requests: f64) -> 
     (seconds > 0.0 && requests >= before).then(|| (requests - before) / seconds)
 }
 
-/// The autoscaled `ModelDeployment`s with their ready pods' addresses.
+/// The autoscaled `ModelDeployment`s that are not paused, with their ready pods' addresses.
 fn rounds(mds: &[Arc<ModelDeployment>], pods: &[Arc<Pod>]) -> Vec<Round> {
     let mut by_md: HashMap<(String, String), Vec<&Pod>> = HashMap::new();
     for pod in pods {
@@ -241,7 +241,10 @@ fn rounds(mds: &[Arc<ModelDeployment>], pods: &[Arc<Pod>]) -> Vec<Round> {
         }
     }
     mds.iter()
-        .filter(|md| scraped(md).is_some() && md.metadata.deletion_timestamp.is_none())
+        // A paused ModelDeployment is not scaled, so its pods are not read either.
+        .filter(|md| {
+            scraped(md).is_some() && !md.spec.paused && md.metadata.deletion_timestamp.is_none()
+        })
         .map(|md| {
             let ns = md.namespace().unwrap_or_default();
             let mine = by_md
@@ -311,6 +314,30 @@ mod tests {
         );
         assert_eq!(target(&pod("False", Some("10.0.0.1"))), None);
         assert_eq!(target(&pod("True", None)), None);
+    }
+
+    #[test]
+    fn only_autoscaled_running_model_deployments_are_read() {
+        let md = |name: &str, autoscaled: bool, paused: bool| {
+            let mut builder = crate::testing::md(name);
+            if autoscaled {
+                builder = builder.with_autoscaling(1, 4);
+            }
+            if paused {
+                builder = builder.paused();
+            }
+            Arc::new(builder.build())
+        };
+        let mds = [
+            md("scaled", true, false),
+            md("fixed", false, false),
+            md("held", true, true),
+        ];
+        let names: Vec<String> = rounds(&mds, &[]).into_iter().map(|r| r.key).collect();
+        assert_eq!(
+            names,
+            vec![format!("{}/scaled", crate::testing::TEST_NAMESPACE)]
+        );
     }
 
     #[test]
