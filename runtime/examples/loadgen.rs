@@ -18,6 +18,9 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use serde_json::{json, Value};
 
+mod common;
+use common::percentile;
+
 #[derive(Parser)]
 struct Args {
     #[arg(long, default_value = "http://127.0.0.1:8080")]
@@ -43,11 +46,6 @@ struct Sample {
     latency: Duration,
     sentences: usize,
     tokens: usize,
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 async fn run_level(

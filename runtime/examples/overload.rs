@@ -21,6 +21,9 @@ use clap::Parser;
 use serde_json::json;
 use tokio::sync::Mutex;
 
+mod common;
+use common::percentile;
+
 #[derive(Parser)]
 struct Args {
     #[arg(long, default_value = "http://127.0.0.1:8080")]
@@ -55,11 +58,6 @@ fn peak_rss_mib(pid: u32) -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 fn ms(d: Duration) -> f64 {

@@ -17,6 +17,8 @@ use kube::ResourceExt;
 const DECISION_GOAL: Duration = Duration::from_secs(5);
 /// How long the tests watch that a count holds.
 const HOLD: Duration = Duration::from_secs(5);
+/// Between two reads while watching.
+const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 /// The GPU nodes of the capacity test: one GPU at first, two more later.
 const NODES: [&str; 2] = ["e2e-gpu-autoscale", "e2e-gpu-autoscale-2"];
 /// Short windows, so a scale-down is seen in seconds.
@@ -65,16 +67,24 @@ fn summary(seen: &[AutoscalingStatus]) -> String {
     format!("{steps:?}, last: {:?}", seen.last().map(|s| &s.message))
 }
 
-/// Watches `name` for [`HOLD`] and returns every status seen.
-async fn watch_for_a_while(e2e: &E2e, name: &str) -> Vec<AutoscalingStatus> {
+/// Reads `name` every [`SAMPLE_EVERY`] for [`HOLD`], ensures `desiredReplicas` stayed at
+/// `count` throughout (saying `what` otherwise), and returns every status seen.
+async fn holds_at(e2e: &E2e, name: &str, count: i32, what: &str) -> Vec<AutoscalingStatus> {
     let until = Instant::now() + HOLD;
+    let mut ticks = tokio::time::interval(SAMPLE_EVERY);
     let mut seen = Vec::new();
     while Instant::now() < until {
+        ticks.tick().await;
         let md = e2e
             .expect(e2e.mds().get(name).await, "read the ModelDeployment")
             .await;
         seen.push(autoscaling_of(&md));
     }
+    e2e.ensure(
+        seen.iter().all(|s| s.desired_replicas == count),
+        format!("{what}: {}", summary(&seen)),
+    )
+    .await;
     seen
 }
 
@@ -93,12 +103,7 @@ async fn replicas_follow_load_up_within_seconds_and_down_after_the_window() {
     .await;
     let mut load = Load::on(e2e.api(), "busy");
     load.set_clients(1);
-    let calm = watch_for_a_while(&e2e, "busy").await;
-    e2e.ensure(
-        calm.iter().all(|s| s.desired_replicas == 1),
-        format!("one client keeps one replica: {}", summary(&calm)),
-    )
-    .await;
+    holds_at(&e2e, "busy", 1, "one client keeps one replica").await;
 
     load.set_clients(4);
     let stepped = Instant::now();
@@ -141,12 +146,7 @@ async fn replicas_follow_load_up_within_seconds_and_down_after_the_window() {
         "status.autoscaling at maxReplicas: {}",
         serde_json::to_string_pretty(&autoscaling_of(&capped)).unwrap_or_default()
     );
-    let held = watch_for_a_while(&e2e, "busy").await;
-    e2e.ensure(
-        held.iter().all(|s| s.desired_replicas == 3),
-        format!("never above maxReplicas: {}", summary(&held)),
-    )
-    .await;
+    holds_at(&e2e, "busy", 3, "never above maxReplicas").await;
 
     load.set_clients(0);
     let quiet = Instant::now();
@@ -214,15 +214,8 @@ async fn a_gpu_model_past_the_nodes_gpus_waits_for_capacity_then_proceeds() {
     let asked = desired(&waiting);
 
     load.set_clients(8);
-    let held = watch_for_a_while(&e2e, "gpu").await;
-    e2e.ensure(
-        held.iter().all(|s| s.desired_replicas == asked),
-        format!(
-            "pending pods serve nothing, so no more are asked for than {asked}: {}",
-            summary(&held)
-        ),
-    )
-    .await;
+    let what = format!("pending pods serve nothing, so no more are asked for than {asked}");
+    let held = holds_at(&e2e, "gpu", asked, &what).await;
     e2e.ensure(
         held.iter().any(|s| s.reason == "WaitingForCapacity"),
         format!("the status says it waits for capacity: {}", summary(&held)),

@@ -4,7 +4,7 @@
 //! pass when the decision differs from the status. Deciding stays in [`super::decide`]; passes
 //! read the histories through [`Collector::history`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
@@ -104,8 +104,8 @@ impl Collector {
         wake: &Sender<ObjectRef<ModelDeployment>>,
     ) {
         let rounds = rounds(mds, pods);
-        self.lock()
-            .retain(|key, _| rounds.iter().any(|round| round.key == *key));
+        let keys: HashSet<&str> = rounds.iter().map(|round| round.key.as_str()).collect();
+        self.lock().retain(|key, _| keys.contains(key.as_str()));
         let wanted: Vec<(String, PodTarget)> = rounds
             .iter()
             .flat_map(|round| round.targets.iter().map(|t| (round.key.clone(), t.clone())))
@@ -126,24 +126,31 @@ impl Collector {
             .buffer_unordered(CONCURRENT_READS)
             .collect()
             .await;
+        let mut by_md: HashMap<String, Vec<(String, PodMetrics)>> = HashMap::new();
+        for (key, pod, reading) in readings {
+            if let Some(reading) = reading {
+                by_md.entry(key).or_default().push((pod, reading));
+            }
+        }
         let now = Utc::now();
         for round in &rounds {
             let Some(metric) = round.md.spec.autoscaling.as_ref().map(|a| a.metric) else {
                 continue;
             };
-            let mine = readings
-                .iter()
-                .filter(|(key, _, _)| *key == round.key)
-                .filter_map(|(_, pod, reading)| Some((pod.as_str(), reading.as_ref()?)));
-            let history = self.record(&round.md, &round.key, metric, mine, now);
-            let decision = autoscaling_decision(
-                &round.md,
-                Some(&history),
-                round.ready,
-                round.waiting_for_room,
-                now,
-                &self.config,
-            );
+            let mine = by_md.remove(&round.key).unwrap_or_default();
+            let decision = {
+                let mut state = self.lock();
+                let load = state.entry(round.key.clone()).or_default();
+                load.record(&round.md, metric, &mine, now, &self.config);
+                autoscaling_decision(
+                    &round.md,
+                    Some(&load.history),
+                    round.ready,
+                    round.waiting_for_room,
+                    now,
+                    &self.config,
+                )
+            };
             let previous = round
                 .md
                 .status
@@ -154,18 +161,18 @@ impl Collector {
             }
         }
     }
+}
 
-    /// Records the readings of one `ModelDeployment` taken `now`, returning its history.
-    fn record<'a>(
-        &self,
+impl Load {
+    /// Records the readings of the `ModelDeployment` `md` taken `now`.
+    fn record(
+        &mut self,
         md: &ModelDeployment,
-        key: &str,
         metric: AutoscalingMetric,
-        readings: impl Iterator<Item = (&'a str, &'a PodMetrics)>,
+        readings: &[(String, PodMetrics)],
         now: DateTime<Utc>,
-    ) -> History {
-        let mut state = self.lock();
-        let load = state.entry(key.to_string()).or_default();
+        config: &AutoscaleConfig,
+    ) {
         let mut total = 0.0;
         let mut ready = 0;
         let mut counts = HashMap::new();
@@ -174,32 +181,28 @@ impl Collector {
             let value = match metric {
                 AutoscalingMetric::Concurrency => Some(reading.in_flight),
                 AutoscalingMetric::QueueDepth => Some(reading.queue_depth),
-                AutoscalingMetric::Rps => load
+                AutoscalingMetric::Rps => self
                     .counts
                     .get(pod)
                     .and_then(|(at, before)| rate(*at, *before, now, requests)),
                 AutoscalingMetric::Cpu => None,
             };
-            counts.insert(pod.to_string(), (now, requests));
+            counts.insert(pod.clone(), (now, requests));
             if let Some(value) = value {
                 total += value;
                 ready += 1;
             }
         }
-        load.counts = counts;
+        self.counts = counts;
         if ready > 0 {
-            let keep = history_span(md, &self.config.windows);
-            load.history.record(
-                Sample {
-                    at: now,
-                    total,
-                    ready,
-                },
-                &self.config.windows,
-                keep,
-            );
+            let sample = Sample {
+                at: now,
+                total,
+                ready,
+            };
+            let keep = history_span(md, &config.windows);
+            self.history.record(sample, &config.windows, keep);
         }
-        load.history.clone()
     }
 }
 

@@ -98,8 +98,8 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
     let want_down_of = |p: &Point| p.want_down(target, inputs.windows);
     let want = want_of(latest);
     let want_down = want_down_of(latest);
-    let up_window = window(&spec.scale_up_stabilization);
-    let down_window = window(&spec.scale_down_stabilization);
+    let up_window = stabilization(&spec.scale_up_stabilization);
+    let down_window = stabilization(&spec.scale_down_stabilization);
     // Scale up to the least any point of the up window asked for, down to the most any point
     // of the down window allows with the tolerance to spare (as a HorizontalPodAutoscaler's
     // stabilization and tolerance do).
@@ -209,7 +209,7 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
 
 /// A stabilization window of the spec; the API server checked its form, so anything unreadable
 /// reads as none.
-fn window(text: &str) -> Duration {
+pub fn stabilization(text: &str) -> Duration {
     duration_seconds(text)
         .filter(|s| s.is_finite() && *s >= 0.0)
         .map(Duration::from_secs_f64)

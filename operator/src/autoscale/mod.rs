@@ -10,7 +10,7 @@ pub mod collector;
 mod decide;
 mod history;
 
-pub use decide::{decide, reasons, Decision, Inputs};
+pub use decide::{decide, reasons, stabilization, Decision, Inputs};
 pub use history::{delta, replicas_for, History, Point, Sample, Windows, DOWN_TOLERANCE};
 
 #[cfg(test)]

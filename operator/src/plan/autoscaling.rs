@@ -6,11 +6,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kandle_crds::{
-    duration_seconds, AutoscalingMetric, AutoscalingSpec, AutoscalingStatus, ModelDeployment,
-};
+use kandle_crds::{AutoscalingMetric, AutoscalingSpec, AutoscalingStatus, ModelDeployment};
 
-use crate::autoscale::{decide, Decision, History, Inputs, Windows};
+use crate::autoscale::{decide, stabilization, Decision, History, Inputs, Windows};
 use crate::config::AutoscaleConfig;
 
 /// Reason of `status.autoscaling` while an HPA does the scaling.
@@ -55,50 +53,40 @@ pub fn decision(
 
 /// How far back the history of `md` must reach: its longest window.
 pub fn history_span(md: &ModelDeployment, windows: &Windows) -> Duration {
-    let spec_window = |text: Option<&String>| {
-        text.and_then(|t| duration_seconds(t))
-            .filter(|s| s.is_finite() && *s >= 0.0)
-            .map(Duration::from_secs_f64)
-            .unwrap_or_default()
-    };
-    let autoscaling = md.spec.autoscaling.as_ref();
-    [
-        windows.stable,
-        spec_window(autoscaling.map(|a| &a.scale_up_stabilization)),
-        spec_window(autoscaling.map(|a| &a.scale_down_stabilization)),
-    ]
-    .into_iter()
-    .max()
-    .unwrap_or_default()
-        + Duration::from_secs(1)
+    let (up, down) = md
+        .spec
+        .autoscaling
+        .as_ref()
+        .map_or_else(Default::default, |a| {
+            (
+                stabilization(&a.scale_up_stabilization),
+                stabilization(&a.scale_down_stabilization),
+            )
+        });
+    windows.stable.max(up).max(down) + Duration::from_secs(1)
 }
 
-/// `status.autoscaling` after `decision`, keeping the time of the last change.
+/// `status.autoscaling` after `decision`, keeping the time and reason of the last change.
 pub fn status(
     decision: &Decision,
     previous: Option<&AutoscalingStatus>,
     now: &Time,
 ) -> AutoscalingStatus {
-    let changed = previous.is_none_or(|p| p.desired_replicas != decision.desired);
     let round = |v: f64| (v * 100.0).round() / 100.0;
-    AutoscalingStatus {
-        desired_replicas: decision.desired,
-        ready_replicas: decision.seen.map_or(0, |p| p.sample.ready),
-        value: decision.seen.map(|p| round(p.stable_avg)),
-        panic_value: decision.seen.map(|p| round(p.panic_avg)),
-        last_scale_time: if changed {
-            Some(now.clone())
-        } else {
-            previous.and_then(|p| p.last_scale_time.clone())
+    with_last_change(
+        AutoscalingStatus {
+            desired_replicas: decision.desired,
+            ready_replicas: decision.seen.map_or(0, |p| p.sample.ready),
+            value: decision.seen.map(|p| round(p.stable_avg)),
+            panic_value: decision.seen.map(|p| round(p.panic_avg)),
+            last_scale_time: None,
+            last_scale_reason: Some(format!("{}: {}", decision.reason, decision.message)),
+            reason: decision.reason.to_string(),
+            message: decision.message.clone(),
         },
-        last_scale_reason: if changed {
-            Some(format!("{}: {}", decision.reason, decision.message))
-        } else {
-            previous.and_then(|p| p.last_scale_reason.clone())
-        },
-        reason: decision.reason.to_string(),
-        message: decision.message.clone(),
-    }
+        previous,
+        now,
+    )
 }
 
 /// `status.autoscaling` for `metric: cpu`: the HorizontalPodAutoscaler decides.
@@ -107,23 +95,34 @@ pub fn hpa_status(
     previous: Option<&AutoscalingStatus>,
     now: &Time,
 ) -> AutoscalingStatus {
-    let desired = md.spec.replicas;
-    let changed = previous.is_none_or(|p| p.desired_replicas != desired);
-    AutoscalingStatus {
-        desired_replicas: desired,
-        ready_replicas: 0,
-        value: None,
-        panic_value: None,
-        last_scale_time: if changed {
-            Some(now.clone())
-        } else {
-            previous.and_then(|p| p.last_scale_time.clone())
+    with_last_change(
+        AutoscalingStatus {
+            desired_replicas: md.spec.replicas,
+            reason: HPA_REASON.to_string(),
+            message: format!(
+                "HorizontalPodAutoscaler {} scales spec.replicas on CPU utilisation",
+                kube::ResourceExt::name_any(md)
+            ),
+            ..AutoscalingStatus::default()
         },
-        last_scale_reason: None,
-        reason: HPA_REASON.to_string(),
-        message: format!(
-            "HorizontalPodAutoscaler {} scales spec.replicas on CPU utilisation",
-            kube::ResourceExt::name_any(md)
-        ),
+        previous,
+        now,
+    )
+}
+
+/// `status` stamped with `now` as its last change when the count differs from `previous`;
+/// otherwise with the time and reason `previous` recorded.
+fn with_last_change(
+    mut status: AutoscalingStatus,
+    previous: Option<&AutoscalingStatus>,
+    now: &Time,
+) -> AutoscalingStatus {
+    match previous.filter(|p| p.desired_replicas == status.desired_replicas) {
+        Some(p) => {
+            status.last_scale_time = p.last_scale_time.clone();
+            status.last_scale_reason = p.last_scale_reason.clone();
+        }
+        None => status.last_scale_time = Some(now.clone()),
     }
+    status
 }

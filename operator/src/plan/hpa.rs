@@ -8,10 +8,11 @@ use k8s_openapi::api::autoscaling::v2::{
     HorizontalPodAutoscalerBehavior, HorizontalPodAutoscalerSpec, MetricSpec, MetricTarget,
     ResourceMetricSource,
 };
-use kandle_crds::{duration_seconds, AutoscalingMetric, ModelDeployment, GROUP, VERSION};
+use kandle_crds::{AutoscalingMetric, ModelDeployment, GROUP, VERSION};
 use kube::{Resource, ResourceExt};
 
 use super::meta;
+use crate::autoscale::stabilization;
 
 /// The HPA for `md`, when it autoscales on CPU.
 pub fn hpa(md: &ModelDeployment) -> Option<HorizontalPodAutoscaler> {
@@ -21,8 +22,9 @@ pub fn hpa(md: &ModelDeployment) -> Option<HorizontalPodAutoscaler> {
         .as_ref()
         .filter(|a| a.metric == AutoscalingMetric::Cpu)?;
     let md_name = md.name_any();
+    // The HPA takes whole seconds, at most an hour.
     let window = |text: &str| {
-        let seconds = duration_seconds(text).unwrap_or(0.0).clamp(0.0, 3600.0);
+        let seconds = stabilization(text).as_secs_f64().min(3600.0);
         Some(HPAScalingRules {
             stabilization_window_seconds: Some(seconds.round() as i32),
             ..Default::default()

@@ -281,11 +281,7 @@ fn sized(
     if md.spec.paused {
         return None;
     }
-    let ready = observed
-        .deployments
-        .iter()
-        .map(|d| deployment::counts(d).ready)
-        .sum();
+    let ready = status::count(&observed.deployments, None, None).ready_replicas;
     let decision = autoscaling::decision(
         md,
         observed.load.as_ref(),
