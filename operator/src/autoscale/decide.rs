@@ -120,6 +120,8 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
         // Fewer samples than the window holds (the operator just started): no scale-down yet.
         down = down.max(current);
     }
+    // Never below the bounds, so the message names the count actually asked for.
+    let down = down.max(min);
     let figures = figures(latest, target);
     let (raw, reason, message) = if up > current {
         if inputs.waiting_for_room {

@@ -179,7 +179,9 @@ fn no_scale_down_until_the_window_is_covered_or_while_pods_start() {
         windows: &windows,
         ..inputs
     };
-    assert_eq!(decide(&later).desired, 1);
+    let down = decide(&later);
+    assert_eq!(down.desired, 1);
+    assert!(down.message.contains("scaling 4 -> 1"), "{}", down.message);
     let starting = decide(&Inputs { ready: 2, ..later });
     assert_eq!(
         (starting.desired, starting.reason),

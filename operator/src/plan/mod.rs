@@ -170,7 +170,9 @@ pub fn plan(
     now: DateTime<Utc>,
     config: &OperatorConfig,
 ) -> Plan {
-    let scaling = sized(md, observed, now, config);
+    // Only the children `md` controls count, for the autoscaler's ready replicas too.
+    let view = ownership::owned_view(md, observed);
+    let scaling = sized(md, &view.observed, now, config);
     let md = scaling.as_ref().map_or(md, |(sized, _)| sized);
     let previous = md.status.clone().unwrap_or_default();
     let now = kube_time(now);
@@ -188,7 +190,6 @@ pub fn plan(
         )),
         (None, None) => None,
     };
-    let view = ownership::owned_view(md, observed);
     let observed = &view.observed;
     let target_of = |snapshot: &RevisionSnapshot| revision_name(&md.name_any(), &snapshot.hash());
     let fresh = RevisionSnapshot::of(md, config);

@@ -188,3 +188,51 @@ fn removing_autoscaling_clears_its_status_and_spec_replicas_rule_again() {
     assert_eq!(plan.status.autoscaling, None);
     assert_eq!(replicas(&plan, &revision_of(&plain)), 1);
 }
+
+#[test]
+fn ready_pods_of_someone_elses_deployment_do_not_count() {
+    let asked = md("bert").with_autoscaling(1, 10).build();
+    let mut status = plan_at(&asked, &Observed::default(), 0).status;
+    if let Some(a) = status.autoscaling.as_mut() {
+        a.desired_replicas = 4;
+    }
+    let md = crate::testing::md("bert")
+        .with_autoscaling(1, 10)
+        .with_status(status)
+        .build();
+    let four = plan_at(&md, &Observed::default(), 0);
+    assert_eq!(replicas(&four, &revision_of(&md)), 4);
+    let mut stray = observed()
+        .from_plan(&plan_at(
+            &crate::testing::md("bert").with_version("v0").build(),
+            &Observed::default(),
+            0,
+        ))
+        .all_available()
+        .build()
+        .deployments
+        .remove(0);
+    stray.metadata.owner_references = None;
+    if let Some(s) = stray.status.as_mut() {
+        s.ready_replicas = Some(2);
+    }
+    let cluster = observed()
+        .from_plan(&four)
+        .partly_ready(&revision_of(&md), 2)
+        .with_deployment(stray)
+        .build();
+    let quiet = Observed {
+        load: Some(load(0.0, 2, 400, 400)),
+        ..cluster
+    };
+    let status = plan_at(&md, &quiet, 400)
+        .status
+        .autoscaling
+        .expect("a status");
+    assert_eq!(
+        (status.desired_replicas, status.reason.as_str()),
+        (4, reasons::WAITING_FOR_PODS),
+        "2 of its own 4 replicas are ready: {}",
+        status.message
+    );
+}
