@@ -94,27 +94,9 @@ pub fn owned_view(md: &ModelDeployment, observed: &Observed) -> OwnedView {
     foreign.dedup();
     view.deployments.retain(|d| controlled_by(&d.metadata, md));
     view.revisions.retain(|r| controlled_by(&r.metadata, md));
-    let service_taken = observed
-        .service
-        .as_ref()
-        .is_some_and(|s| !controlled_by(&s.metadata, md));
-    let pdb_taken = observed
-        .pdb
-        .as_ref()
-        .is_some_and(|p| !controlled_by(&p.metadata, md));
-    if service_taken {
-        view.service = None;
-    }
-    if pdb_taken {
-        view.pdb = None;
-    }
-    let hpa_taken = observed
-        .hpa
-        .as_ref()
-        .is_some_and(|h| !controlled_by(&h.metadata, md));
-    if hpa_taken {
-        view.hpa = None;
-    }
+    let service_taken = take_if_foreign(&mut view.service, md);
+    let pdb_taken = take_if_foreign(&mut view.pdb, md);
+    let hpa_taken = take_if_foreign(&mut view.hpa, md);
     OwnedView {
         observed: view,
         service_taken,
@@ -122,4 +104,13 @@ pub fn owned_view(md: &ModelDeployment, observed: &Observed) -> OwnedView {
         hpa_taken,
         foreign,
     }
+}
+
+/// Whether `child` exists and someone else controls it; such a child is taken out of the view.
+fn take_if_foreign<K: Resource>(child: &mut Option<K>, md: &ModelDeployment) -> bool {
+    let foreign = child.as_ref().is_some_and(|c| !controlled_by(c.meta(), md));
+    if foreign {
+        *child = None;
+    }
+    foreign
 }
