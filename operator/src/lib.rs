@@ -36,6 +36,7 @@ pub mod rbac;
 pub mod scrape;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
+pub mod traffic;
 pub mod upgrades;
 
 pub use config::OperatorConfig;
