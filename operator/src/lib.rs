@@ -19,6 +19,7 @@ pub mod apply;
 pub mod autoscale;
 pub mod backoff;
 pub mod cache;
+pub mod canary;
 pub mod cli;
 pub mod client;
 pub mod compact;
