@@ -39,6 +39,17 @@ pub mod reasons {
     pub const UNSCHEDULABLE: &str = "Unschedulable";
     /// Canary analysis failed and the canary was aborted.
     pub const ANALYSIS_FAILED: &str = "AnalysisFailed";
+    /// A canary analysis interval met every threshold.
+    pub const ANALYSIS_PASSED: &str = "AnalysisPassed";
+    /// A canary analysis interval had too few requests to judge.
+    pub const ANALYSIS_INCONCLUSIVE: &str = "AnalysisInconclusive";
+    /// Every canary step passed (or `kubectl kandle promote --full`): the canary grows to full
+    /// size and becomes stable once available.
+    pub const CANARY_PROMOTED: &str = "CanaryPromoted";
+    /// The canary was aborted by hand (`kubectl kandle abort`).
+    pub const CANARY_ABORTED: &str = "CanaryAborted";
+    /// A `kandle.dev/command` could not be acted on (unknown, or nothing to act on).
+    pub const COMMAND_IGNORED: &str = "CommandIgnored";
     /// The rollout was rolled back to a known revision.
     pub const ROLLED_BACK: &str = "RolledBack";
     /// `spec.paused` is set: the operator changes nothing.

@@ -14,6 +14,6 @@ pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const APP_NAME_VALUE: &str = "kandle-model";
 /// Value of [`MANAGED_BY`] on every child.
 pub const MANAGED_BY_VALUE: &str = "kandle";
-/// Annotation carrying an imperative command (promote, abort, retry, undo) for the operator to
-/// consume; it leaves the spec, and so GitOps, untouched.
+/// Annotation carrying an imperative command (promote, abort, retry, pause, resume) for the
+/// operator to consume; it leaves the spec, and so GitOps, untouched. `undo` is a spec change.
 pub const COMMAND_ANNOTATION: &str = "kandle.dev/command";

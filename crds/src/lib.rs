@@ -28,11 +28,12 @@ pub use model::{
 pub use resources::{GpuSpec, ResourceAmounts, ResourcesSpec, SchedulingSpec};
 pub use rollout::{
     AnalysisSpec, AutoscalingMetric, AutoscalingSpec, CanaryStep, GatewayParentRef,
-    HttpRouteRouting, RolloutSpec, RolloutStrategy, TrafficRouting,
+    HttpRouteRouting, RolloutSpec, RolloutStrategy, StableDuringCanary, TrafficRouting,
 };
 pub use spec::{ModelDeployment, ModelDeploymentSpec, RuntimeSpec};
 pub use status::{
-    AnalysisResult, AutoscalingStatus, ModelDeploymentStatus, RevisionOutcome, RevisionRecord,
+    AnalysisResult, AutoscalingStatus, CanaryPhase, CanaryStatus, ModelDeploymentStatus,
+    RevisionFigures, RevisionOutcome, RevisionRecord,
 };
 
 use kube::CustomResourceExt;

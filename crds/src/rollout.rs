@@ -28,6 +28,12 @@ pub struct RolloutSpec {
     /// How traffic is split between revisions. Unset: by replica ratio behind one Service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traffic_routing: Option<TrafficRouting>,
+    /// The stable revision's size during a canary. `keep` (default): it keeps every replica
+    /// and the canary's pods come on top, so an abort only moves traffic. `scaleDown`: it gives
+    /// up a replica for each canary replica (never its last), for clusters short of GPUs; an
+    /// abort must then start stable pods again before the stable serves at full size.
+    #[serde(default)]
+    pub stable_during_canary: StableDuringCanary,
     /// Pods a rolling rollout may start above `replicas` for the new revision: a count, or a
     /// percentage of `replicas` rounded up. The old revision gives back a pod for each new pod
     /// that becomes ready.
@@ -58,6 +64,7 @@ impl Default for RolloutSpec {
             steps: Vec::new(),
             analysis: None,
             traffic_routing: None,
+            stable_during_canary: StableDuringCanary::default(),
             max_surge: default_max_surge(),
             max_unavailable: default_max_unavailable(),
             progress_deadline_seconds: default_progress_deadline_seconds(),
@@ -84,6 +91,17 @@ pub enum RolloutStrategy {
     Rolling,
     /// Shift traffic in steps, with analysis and automatic rollback.
     Canary,
+}
+
+/// The stable revision's size during a canary.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+#[serde(rename_all = "camelCase")]
+pub enum StableDuringCanary {
+    /// Every stable replica stays; the canary comes on top.
+    #[default]
+    Keep,
+    /// The stable shrinks as the canary grows.
+    ScaleDown,
 }
 
 /// One canary step.
@@ -141,7 +159,9 @@ fn default_max_error_rate() -> f64 {
 #[serde(rename_all = "camelCase")]
 pub struct TrafficRouting {
     /// Split traffic with a Gateway API HTTPRoute attached to these parents, with exact weights
-    /// between per-revision Services.
+    /// between per-revision Services (`<name>-<hash>`). The canary then gets just enough
+    /// replicas for its weight. Needs the Gateway API CRDs and a Gateway controller; the
+    /// Service named after the ModelDeployment still spreads by replica ratio.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_route: Option<HttpRouteRouting>,
 }

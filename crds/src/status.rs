@@ -1,6 +1,6 @@
 //! `ModelDeployment.status`: what the operator observed and decided, recomputed every pass.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
 use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -49,6 +49,16 @@ pub struct ModelDeploymentStatus {
     /// The latest canary analysis.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_analysis: Option<AnalysisResult>,
+    /// Where a canary rollout stands, while `spec.rollout.strategy` is `canary` and a revision
+    /// other than the stable one is the target (kept after an abort, until the spec changes or
+    /// `kubectl kandle retry`). All of the rollout's state is here, so a restarted operator
+    /// decides the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryStatus>,
+    /// The last `kandle.dev/command` annotation the operator acted on (its whole value, with
+    /// the unique suffix `kubectl kandle` adds), so a command is never applied twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_command: Option<String>,
     /// In-cluster URL of the model's Service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
@@ -102,6 +112,10 @@ pub struct RevisionRecord {
     pub outcome: RevisionOutcome,
     /// When the outcome was reached.
     pub time: Time,
+    /// Why, for an aborted or rolled-back canary (with the failing figures where analysis
+    /// decided).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// What became of a revision.
@@ -128,8 +142,8 @@ pub enum RevisionOutcome {
 pub struct AnalysisResult {
     /// The canary revision analysed.
     pub revision: String,
-    /// When the interval ended.
-    pub time: Time,
+    /// When the interval ended (to the microsecond: a rollback is timed from it).
+    pub time: MicroTime,
     /// Requests in the interval.
     pub requests: i64,
     /// Share of failed requests.
@@ -143,4 +157,68 @@ pub struct AnalysisResult {
     pub message: String,
     /// Failed intervals so far for this revision.
     pub failures: i32,
+    /// The stable revision's figures over the same interval, for comparison (not judged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable: Option<RevisionFigures>,
+}
+
+/// Serving figures of one revision over an analysis interval.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionFigures {
+    /// Requests in the interval.
+    pub requests: i64,
+    /// Share of failed requests (5xx and timeouts).
+    pub error_rate: f64,
+    /// 99th-percentile latency in seconds, if any request was seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_p99_seconds: Option<f64>,
+}
+
+/// A canary rollout's state.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryStatus {
+    /// The canary revision.
+    pub revision: String,
+    /// Where it stands.
+    pub phase: CanaryPhase,
+    /// Index of the current step in `spec.rollout.steps`.
+    pub step: i32,
+    /// When every replica of the step first served; the step's pause counts from then. Unset
+    /// while the step's replicas start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_start_time: Option<Time>,
+    /// Replicas of the stable revision and of the canary for this step.
+    pub stable_replicas: i32,
+    /// See `stableReplicas`.
+    pub canary_replicas: i32,
+    /// The canary's share of traffic in percent: of the ready replicas behind the one
+    /// Service, or the HTTPRoute's exact weight with `trafficRouting.httpRoute`.
+    pub effective_weight: i32,
+    /// Failed analysis intervals so far.
+    #[serde(default)]
+    pub failures: i32,
+    /// The latest analysis intervals, newest last (at most 5).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub analyses: Vec<AnalysisResult>,
+    /// What happens next, or why it was aborted, in words.
+    pub message: String,
+}
+
+/// Where a canary rollout stands.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CanaryPhase {
+    /// The step's replicas are starting, or it holds for its pause.
+    Progressing,
+    /// Held by `kubectl kandle pause` until `kubectl kandle resume`.
+    Paused,
+    /// The step has no pause: it waits for `kubectl kandle promote`.
+    WaitingForPromote,
+    /// Every step passed (or `promote --full`): the canary grows to full size and becomes
+    /// the stable revision once available.
+    Promoting,
+    /// Rolled back: the canary has no replicas and the stable serves all traffic, until the
+    /// spec changes or `kubectl kandle retry`.
+    Aborted,
 }

@@ -15,6 +15,7 @@ const PROMISED: &[&str] = &[
     "embedding-cpu.yaml",
     "embedding-gpu.yaml",
     "canary-rollout.yaml",
+    "canary-httproute.yaml",
     "autoscaled.yaml",
     "http-source.yaml",
     "image-source.yaml",

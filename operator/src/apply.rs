@@ -8,8 +8,8 @@ use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kandle_crds::ModelDeployment;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kandle_crds::{labels, ModelDeployment};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -18,7 +18,7 @@ use std::fmt::Debug;
 
 use crate::config::{CONTROLLER_NAME, FIELD_MANAGER};
 use crate::error::Error;
-use crate::plan::{ChildKind, ChildRef, EventKind, Plan};
+use crate::plan::{http_route_resource, ChildKind, ChildRef, EventKind, Plan};
 
 /// Applies `plan` and publishes its events with a recorder made for this call.
 pub async fn apply(client: &Client, md: &ModelDeployment, plan: &Plan) -> Result<(), Error> {
@@ -69,6 +69,40 @@ pub async fn apply_with(
             })?;
     }
 
+    // A command the status now records as done is removed, only if it is still that value.
+    let done = plan.status.last_command.as_deref();
+    if let Some(value) = md
+        .annotations()
+        .get(labels::COMMAND_ANNOTATION)
+        .filter(|v| Some(v.as_str()) == done)
+    {
+        let path = format!(
+            "/metadata/annotations/{}",
+            labels::COMMAND_ANNOTATION
+                .replace('~', "~0")
+                .replace('/', "~1")
+        );
+        let ops: json_patch::Patch = serde_json::from_value(serde_json::json!([
+            {"op": "test", "path": path, "value": value},
+            {"op": "remove", "path": path},
+        ]))
+        .expect("a valid JSON patch");
+        let result = Api::<ModelDeployment>::namespaced(client.clone(), &ns)
+            .patch(&name, &PatchParams::default(), &Patch::Json::<()>(ops))
+            .await;
+        match result {
+            // Changed since (a newer command): the next pass reads it.
+            Err(kube::Error::Api(status)) if status.code == 422 || status.code == 409 => {}
+            Err(source) => {
+                return Err(Error::ApplyStatus {
+                    md: key.clone(),
+                    source,
+                })
+            }
+            Ok(_) => {}
+        }
+    }
+
     // Record revisions before anything serves them.
     for revision in &plan.revisions {
         let child = revision.name_any();
@@ -93,6 +127,29 @@ pub async fn apply_with(
         ssa::<Service>(client, &ns, &child, service)
             .await
             .map_err(|source| Error::ApplyService {
+                name: child,
+                source,
+            })?;
+    }
+    for service in &plan.revision_services {
+        let child = service.name_any();
+        ssa::<Service>(client, &ns, &child, service)
+            .await
+            .map_err(|source| Error::ApplyService {
+                name: child,
+                source,
+            })?;
+    }
+    if let Some(route) = &plan.route {
+        let child = route.name_any();
+        Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &http_route_resource())
+            .patch(
+                &child,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(route),
+            )
+            .await
+            .map_err(|source| Error::ApplyRoute {
                 name: child,
                 source,
             })?;
@@ -127,6 +184,14 @@ pub async fn apply_with(
             }
             ChildKind::HorizontalPodAutoscaler => {
                 delete::<HorizontalPodAutoscaler>(client, &ns, orphan).await
+            }
+            ChildKind::HttpRoute => {
+                let api = Api::<DynamicObject>::namespaced_with(
+                    client.clone(),
+                    &ns,
+                    &http_route_resource(),
+                );
+                delete_with(api, orphan).await
             }
         };
         result.map_err(|source| Error::DeleteOrphan {
@@ -186,6 +251,13 @@ where
         + DeserializeOwned
         + Debug,
 {
+    delete_with(Api::<K>::namespaced(client.clone(), ns), child).await
+}
+
+async fn delete_with<K>(api: Api<K>, child: &ChildRef) -> Result<(), kube::Error>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
     let params = DeleteParams {
         preconditions: child.uid.clone().map(|uid| Preconditions {
             uid: Some(uid),
@@ -193,10 +265,7 @@ where
         }),
         ..DeleteParams::background()
     };
-    match Api::<K>::namespaced(client.clone(), ns)
-        .delete(&child.name, &params)
-        .await
-    {
+    match api.delete(&child.name, &params).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.is_not_found() || status.code == 409 => Ok(()),
         Err(err) => Err(err),

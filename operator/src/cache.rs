@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 
 use crate::compact::Compact;
 use crate::error::Error;
-use crate::observe::{assemble, pvc_exists, Children, Observed};
+use crate::observe::{assemble, pvc_exists, with_route, Children, Observed};
 
 /// Annotation `kubectl apply` (client-side) leaves: a full copy of the object.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
@@ -183,18 +183,24 @@ impl Caches {
             .into_iter()
             .filter(|p| mine(&p.metadata))
             .collect();
+        let revision_services = owned(&self.services, &mine)?
+            .into_iter()
+            .filter(|s| s.name_any() != name)
+            .collect();
         let pvc_exists = pvc_exists(client, md).await?;
-        Ok(assemble(
+        let observed = assemble(
             Children {
                 deployments,
                 revisions,
                 service,
                 pdb,
                 hpa,
+                revision_services,
             },
             pods.iter().map(AsRef::as_ref),
             pvc_exists,
-        ))
+        );
+        with_route(client, md, observed).await
     }
 
     async fn ready(&self) -> Result<(), Error> {

@@ -10,7 +10,7 @@ use kandle_crds::{duration_seconds, CanaryStep};
 /// What `kubectl kandle` asked for (through the `kandle.dev/command` annotation).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Command {
-    /// Go past a step that waits for a promote (`--full`: promote the canary at once).
+    /// End the current step now, whatever it waits for (`--full`: promote the canary at once).
     Promote {
         /// Skip the remaining steps.
         full: bool,
@@ -91,7 +91,9 @@ pub fn next(
     } = phase.clone()
     else {
         return match (phase, seen.command) {
-            (Phase::Aborted { .. }, Some(Command::Retry)) => fresh,
+            // Retry also restarts the steps of a promotion in progress (a return to a revision
+            // that served before is promoted without steps unless asked).
+            (Phase::Aborted { .. } | Phase::Promoted, Some(Command::Retry)) => fresh,
             _ => phase.clone(),
         };
     };
@@ -128,16 +130,22 @@ pub fn next(
         failures,
         paused,
     };
-    let (Some(current), Some(since)) = (steps.get(step), since) else {
-        return held;
-    };
-    let done = match current.pause.as_deref().and_then(duration_seconds) {
-        Some(seconds) => {
-            !paused && now - since >= TimeDelta::milliseconds((seconds * 1000.0) as i64)
+    // `promote` ends the current step at once: one that waits for it, one still in its pause,
+    // a paused one, or one whose replicas are still starting.
+    let promoted = seen.command == Some(Command::Promote { full: false });
+    let timed_out = match (steps.get(step), since) {
+        (Some(current), Some(since)) => {
+            match current.pause.as_deref().and_then(duration_seconds) {
+                Some(seconds) => {
+                    !paused && now - since >= TimeDelta::milliseconds((seconds * 1000.0) as i64)
+                }
+                // A step without a pause waits for `kubectl kandle promote`.
+                None => false,
+            }
         }
-        // A step without a pause waits for `kubectl kandle promote`.
-        None => seen.command == Some(Command::Promote { full: false }),
+        _ => false,
     };
+    let done = promoted || timed_out;
     if !done {
         return held;
     }

@@ -149,6 +149,7 @@ async fn reconcile_once(md: &ModelDeployment, ctx: &Context) -> Result<Action, E
     if scraped(md).is_some() {
         observed.load = ctx.autoscaler.history(&key_of(md));
     }
+    observed.analysis = ctx.autoscaler.analysis(&key_of(md));
     let now = chrono::Utc::now();
     let mut plan = plan(md, &observed, now, &ctx.config);
     // A rollout the operator itself caused needs an upgrade slot; without one, plan again with
@@ -188,6 +189,7 @@ async fn reconcile_once(md: &ModelDeployment, ctx: &Context) -> Result<Action, E
         }
         return Err(err);
     }
+    record_canary(ctx, &key, &plan);
     let period = if plan.waiting {
         ctx.config.requeue_waiting
     } else {
@@ -198,6 +200,32 @@ async fn reconcile_once(md: &ModelDeployment, ctx: &Context) -> Result<Action, E
         None => period,
     };
     Ok(Action::requeue(spread(period, fastrand::f64())))
+}
+
+/// The canary's share of the operator's metrics: verdicts judged in this pass, the latency of
+/// a rollback it applied, and whether a canary is in progress.
+fn record_canary(ctx: &Context, key: &str, plan: &crate::plan::Plan) {
+    use kandle_crds::conditions::reasons;
+    for event in &plan.events {
+        let verdict = match event.reason {
+            reasons::ANALYSIS_PASSED => "Passed",
+            reasons::ANALYSIS_FAILED if event.action == "Analyze" => "Failed",
+            reasons::ANALYSIS_INCONCLUSIVE => "Inconclusive",
+            _ => continue,
+        };
+        ctx.metrics.record_verdict(verdict);
+    }
+    if let Some(since) = plan.rolled_back_since {
+        let seconds = (chrono::Utc::now() - since).num_milliseconds() as f64 / 1000.0;
+        tracing::info!(md = %key, seconds, "canary rolled back");
+        ctx.metrics.record_rollback(seconds);
+    }
+    let in_progress = plan
+        .status
+        .canary
+        .as_ref()
+        .is_some_and(|c| c.phase != kandle_crds::CanaryPhase::Aborted);
+    ctx.metrics.record_canary(key, in_progress);
 }
 
 /// The `ModelDeployment` as the API server holds it now.

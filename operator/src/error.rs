@@ -119,6 +119,24 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// Server-side apply of the HTTPRoute failed.
+    #[error("applying HTTPRoute {name}")]
+    ApplyRoute {
+        /// HTTPRoute name.
+        name: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// Reading the HTTPRoute of a `ModelDeployment` failed.
+    #[error("reading the HTTPRoute of {md}")]
+    ObserveRoute {
+        /// `namespace/name` of the ModelDeployment.
+        md: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
     /// Server-side apply of the HorizontalPodAutoscaler failed.
     #[error("applying HorizontalPodAutoscaler {name}")]
     ApplyHpa {
@@ -181,6 +199,7 @@ impl Error {
             Error::ApplyService { name, source } => ("Service", name, source),
             Error::ApplyPdb { name, source } => ("PodDisruptionBudget", name, source),
             Error::ApplyHpa { name, source } => ("HorizontalPodAutoscaler", name, source),
+            Error::ApplyRoute { name, source } => ("HTTPRoute", name, source),
             _ => return None,
         };
         match source {
@@ -217,6 +236,8 @@ impl Error {
             Error::ApplyService { .. } => "ApplyService",
             Error::ApplyPdb { .. } => "ApplyPdb",
             Error::ApplyHpa { .. } => "ApplyHpa",
+            Error::ApplyRoute { .. } => "ApplyRoute",
+            Error::ObserveRoute { .. } => "ObserveRoute",
             Error::ApplyStatus { .. } => "ApplyStatus",
             Error::DeleteOrphan { .. } => "DeleteOrphan",
             Error::PublishEvent { .. } => "PublishEvent",

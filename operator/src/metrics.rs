@@ -8,6 +8,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -44,6 +45,16 @@ pub struct Metrics {
     duration: Histogram,
     requests: Family<RequestLabels, Counter>,
     pod_reads: Family<ResultLabels, Counter>,
+    verdicts: Family<VerdictLabels, Counter>,
+    rollback: Histogram,
+    canaries: Gauge,
+    stepping: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+/// Labels of canary analysis verdicts.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerdictLabels {
+    verdict: &'static str,
 }
 
 impl Default for Metrics {
@@ -87,7 +98,31 @@ impl Metrics {
             "Readings of runtime pods' /metrics for autoscaling, by result (ok or failed)",
             pod_reads.clone(),
         );
+        let verdicts = Family::<VerdictLabels, Counter>::default();
+        registry.register(
+            "analysis_verdicts",
+            "Canary analysis intervals judged, by verdict (Passed, Failed, Inconclusive)",
+            verdicts.clone(),
+        );
+        // 50 ms to about 100 s.
+        let rollback = Histogram::new(exponential_buckets(0.05, 2.0, 12));
+        registry.register(
+            "rollback_duration_seconds",
+            "From the end of a canary's failing analysis interval to its rollback applied \
+             (canary scaled to zero, stable at full size)",
+            rollback.clone(),
+        );
+        let canaries = Gauge::default();
+        registry.register(
+            "canary_rollouts_in_progress",
+            "ModelDeployments whose canary walks its steps or is being promoted",
+            canaries.clone(),
+        );
         Self {
+            verdicts,
+            rollback,
+            canaries,
+            stepping: Default::default(),
             registry,
             reconciles,
             errors,
@@ -139,6 +174,30 @@ impl Metrics {
         self.pod_reads.get_or_create(&ResultLabels { result }).inc();
     }
 
+    /// Counts a judged analysis interval.
+    pub fn record_verdict(&self, verdict: &'static str) {
+        self.verdicts
+            .get_or_create(&VerdictLabels { verdict })
+            .inc();
+    }
+
+    /// Records how long a rollback took from the failing interval's end.
+    pub fn record_rollback(&self, seconds: f64) {
+        self.rollback.observe(seconds.max(0.0));
+    }
+
+    /// Notes whether the ModelDeployment `key` has a canary in progress.
+    pub fn record_canary(&self, key: &str, in_progress: bool) {
+        let mut stepping = self.stepping.lock().unwrap_or_else(|p| p.into_inner());
+        if in_progress {
+            stepping.insert(key.to_string());
+        } else {
+            stepping.remove(key);
+        }
+        self.canaries
+            .set(i64::try_from(stepping.len()).unwrap_or(i64::MAX));
+    }
+
     /// The metrics in the Prometheus text format.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -173,6 +232,27 @@ mod tests {
             text.contains("kandle_operator_reconcile_duration_seconds_count 2"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn canaries_count_verdicts_rollbacks_and_rollouts_in_progress() {
+        let metrics = Metrics::new();
+        metrics.record_verdict("Passed");
+        metrics.record_verdict("Failed");
+        metrics.record_verdict("Failed");
+        metrics.record_rollback(0.3);
+        metrics.record_canary("ml/a", true);
+        metrics.record_canary("ml/b", true);
+        metrics.record_canary("ml/a", false);
+        let text = metrics.render();
+        for line in [
+            "kandle_operator_analysis_verdicts_total{verdict=\"Failed\"} 2",
+            "kandle_operator_analysis_verdicts_total{verdict=\"Passed\"} 1",
+            "kandle_operator_rollback_duration_seconds_count 1",
+            "kandle_operator_canary_rollouts_in_progress 1",
+        ] {
+            assert!(text.contains(line), "{line} not in {text}");
+        }
     }
 
     #[test]

@@ -7,11 +7,13 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kandle_crds::{labels, ModelDeployment};
-use kube::api::{Api, ListParams};
+use kube::api::{Api, DynamicObject, ListParams};
 use kube::{Client, ResourceExt};
 
+use crate::analysis::intervals::Intervals;
 use crate::autoscale::History;
 use crate::error::Error;
+use crate::plan::{http_route_resource, routing};
 use crate::pod_problems::{pod_problem, scheduling_failure};
 pub use crate::pod_problems::{PodProblem, ProblemKind, SchedulingFailure};
 
@@ -42,6 +44,14 @@ pub struct Observed {
     /// The load history of the `ModelDeployment`'s pods, when it is autoscaled on a runtime
     /// metric and the collector keeps one. Set by the controller, not read from the cluster.
     pub load: Option<History>,
+    /// The per-revision Services of an HTTPRoute, by name.
+    pub revision_services: Vec<Service>,
+    /// The HTTPRoute named after the `ModelDeployment`, when it routes with one.
+    pub route: Option<DynamicObject>,
+    /// The cluster has no HTTPRoute API (the Gateway API CRDs are not installed).
+    pub route_api_missing: bool,
+    /// The analysis intervals of its canary, when one is analysed.
+    pub analysis: Option<Intervals>,
 }
 
 /// The label selector of every child (and pod) of the named `ModelDeployment`.
@@ -99,6 +109,17 @@ pub async fn observe(client: &Client, md: &ModelDeployment) -> Result<Observed, 
             source,
         })?;
 
+    let revision_services = Api::<Service>::namespaced(client.clone(), &ns)
+        .list(&lp)
+        .await
+        .map_err(|source| Error::ObserveService {
+            md: key.clone(),
+            source,
+        })?
+        .items
+        .into_iter()
+        .filter(|s| s.name_any() != name)
+        .collect();
     let pods = Api::<Pod>::namespaced(client.clone(), &ns)
         .list(&lp)
         .await
@@ -108,17 +129,50 @@ pub async fn observe(client: &Client, md: &ModelDeployment) -> Result<Observed, 
         })?
         .items;
     let pvc_exists = pvc_exists(client, md).await?;
-    Ok(assemble(
+    let observed = assemble(
         Children {
             deployments,
             revisions,
             service,
             pdb,
             hpa,
+            revision_services,
         },
         pods.iter(),
         pvc_exists,
-    ))
+    );
+    with_route(client, md, observed).await
+}
+
+/// `observed` with the `ModelDeployment`'s HTTPRoute, read when it routes with one or per-revision
+/// Services remain (the route then has to go too). HTTPRoutes are not watched: the cluster may
+/// not have the Gateway API at all, which is what [`Observed::route_api_missing`] says.
+pub async fn with_route(
+    client: &Client,
+    md: &ModelDeployment,
+    mut observed: Observed,
+) -> Result<Observed, Error> {
+    if routing(md).is_none() && observed.revision_services.is_empty() {
+        return Ok(observed);
+    }
+    let ns = md.namespace().unwrap_or_default();
+    let api = Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &http_route_resource());
+    match api.get(&md.name_any()).await {
+        Ok(route) => observed.route = Some(route),
+        // A missing kind answers 404 too, in other words than a missing object.
+        Err(kube::Error::Api(status)) if status.code == 404 => {
+            observed.route_api_missing = status
+                .message
+                .contains("could not find the requested resource");
+        }
+        Err(source) => {
+            return Err(Error::ObserveRoute {
+                md: format!("{ns}/{}", md.name_any()),
+                source,
+            })
+        }
+    }
+    Ok(observed)
 }
 
 /// The children of one `ModelDeployment`, as read.
@@ -133,6 +187,8 @@ pub struct Children {
     pub pdb: Option<PodDisruptionBudget>,
     /// Its HorizontalPodAutoscaler.
     pub hpa: Option<HorizontalPodAutoscaler>,
+    /// Its per-revision Services (an HTTPRoute's backends).
+    pub revision_services: Vec<Service>,
 }
 
 /// What was read, in the planner's terms: children sorted by name, and what is wrong with the
@@ -148,7 +204,9 @@ pub fn assemble<'a>(
         service,
         pdb,
         hpa,
+        mut revision_services,
     } = children;
+    revision_services.sort_by_key(|s| s.name_any());
     deployments.sort_by_key(|d| d.name_any());
     revisions.sort_by_key(|r| r.name_any());
     // Pods on their way out say nothing about the revision's health.
@@ -169,6 +227,10 @@ pub fn assemble<'a>(
         upgrade_waits: false,
         pvc_exists,
         load: None,
+        revision_services,
+        route: None,
+        route_api_missing: false,
+        analysis: None,
     }
 }
 

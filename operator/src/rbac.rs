@@ -9,9 +9,11 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kandle_crds::ModelDeployment;
+use kube::api::ApiResource;
 use kube::Resource;
 
 use crate::config::CONTROLLER_NAME;
+use crate::plan::http_route_resource;
 
 /// Which of the operator's roles grants a permission.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -59,6 +61,25 @@ impl Permission {
         }
     }
 
+    /// A kind the operator reaches through a dynamic API (its crate's types do not implement
+    /// this kube's traits).
+    fn dynamic(
+        role: Role,
+        resource: &ApiResource,
+        verbs: &[&'static str],
+        reason: &'static str,
+    ) -> Self {
+        Self {
+            role,
+            group: resource.group.clone(),
+            resource: resource.plural.clone(),
+            kind: Some(resource.kind.clone()),
+            names: Vec::new(),
+            verbs: verbs.to_vec(),
+            reason,
+        }
+    }
+
     fn subresource(self, name: &str) -> Self {
         Self {
             resource: format!("{}/{name}", self.resource),
@@ -81,9 +102,10 @@ pub fn permissions() -> Vec<Permission> {
     vec![
         Permission::of::<ModelDeployment>(
             Cluster,
-            &["get", "list", "watch"],
+            &["get", "list", "watch", "patch"],
             "the controller watches ModelDeployments and reads one afresh before acting; the \
-             start-up check lists them",
+             start-up check lists them; a kandle.dev/command annotation it acted on is removed \
+             (a JSON patch that tests its value first; the spec is never written)",
         ),
         Permission::of::<ModelDeployment>(
             Cluster,
@@ -113,8 +135,8 @@ pub fn permissions() -> Vec<Permission> {
         Permission::of::<Service>(
             Cluster,
             &["get", "list", "watch", "create", "patch", "delete"],
-            "the ModelDeployment's Service: watched, read, applied (create and patch), deleted \
-             when no longer wanted",
+            "the ModelDeployment's Service, and with trafficRouting.httpRoute one per revision: \
+             watched, read, applied (create and patch), deleted when no longer wanted",
         ),
         Permission::of::<PodDisruptionBudget>(
             Cluster,
@@ -127,6 +149,14 @@ pub fn permissions() -> Vec<Permission> {
             &["get", "list", "watch", "create", "patch", "delete"],
             "the HorizontalPodAutoscaler of metric cpu: watched, read, applied (create and patch), \
              deleted when the metric changes",
+        ),
+        Permission::dynamic(
+            Cluster,
+            &http_route_resource(),
+            &["get", "create", "patch", "delete"],
+            "with trafficRouting.httpRoute: the ModelDeployment's HTTPRoute is read each pass (not \
+             watched: the Gateway API may not be installed), applied (create and patch), deleted \
+             when httpRoute is removed",
         ),
         Permission::of::<Pod>(
             Cluster,

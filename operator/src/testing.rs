@@ -254,6 +254,32 @@ impl MdBuilder {
             .collect();
         self
     }
+    /// A canary rollout with these `(weight, pause)` steps.
+    pub fn with_steps(mut self, steps: &[(i32, Option<&str>)]) -> Self {
+        self.md.spec.rollout.strategy = RolloutStrategy::Canary;
+        self.md.spec.rollout.steps = steps
+            .iter()
+            .map(|&(weight, pause)| CanaryStep {
+                weight,
+                pause: pause.map(str::to_string),
+            })
+            .collect();
+        self
+    }
+    /// Sets `spec.rollout.analysis`.
+    pub fn with_analysis(mut self, analysis: kandle_crds::AnalysisSpec) -> Self {
+        self.md.spec.rollout.analysis = Some(analysis);
+        self
+    }
+    /// Sets an annotation.
+    pub fn with_annotation(mut self, key: &str, value: &str) -> Self {
+        self.md
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(key.to_string(), value.to_string());
+        self
+    }
     /// Sets `spec.revisionHistoryLimit`.
     pub fn with_history_limit(mut self, limit: i32) -> Self {
         self.md.spec.revision_history_limit = limit;
@@ -325,18 +351,35 @@ impl ObservedBuilder {
         if plan.hpa.is_some() {
             o.hpa = plan.hpa.clone();
         }
+        for service in &plan.revision_services {
+            o.revision_services
+                .retain(|s| s.name_any() != service.name_any());
+            o.revision_services.push(service.clone());
+        }
+        if plan.route.is_some() {
+            o.route = plan.route.clone();
+        }
         for gone in &plan.delete {
             use crate::plan::ChildKind;
             match gone.kind {
                 ChildKind::Deployment => o.deployments.retain(|d| d.name_any() != gone.name),
                 ChildKind::ControllerRevision => o.revisions.retain(|r| r.name_any() != gone.name),
-                ChildKind::Service => o.service = None,
+                ChildKind::Service
+                    if o.service
+                        .as_ref()
+                        .is_some_and(|s| s.name_any() == gone.name) =>
+                {
+                    o.service = None
+                }
+                ChildKind::Service => o.revision_services.retain(|s| s.name_any() != gone.name),
+                ChildKind::HttpRoute => o.route = None,
                 ChildKind::PodDisruptionBudget => o.pdb = None,
                 ChildKind::HorizontalPodAutoscaler => o.hpa = None,
             }
         }
         o.deployments.sort_by_key(|d| d.name_any());
         o.revisions.sort_by_key(|r| r.name_any());
+        o.revision_services.sort_by_key(|s| s.name_any());
         self
     }
     /// Adds a Deployment as observed.

@@ -3,7 +3,8 @@
 //! replicas. [`split`] picks the replica counts whose share comes closest to a step's weight.
 //! By default the stable keeps its full size (a rollback only moves traffic); with
 //! [`StableSize::ScaleDown`] it shrinks as the canary grows, for clusters short of GPUs, at the
-//! price of a rollback that must start stable pods again.
+//! price of a rollback that must start stable pods again. With an HTTPRoute the weight is exact
+//! and [`routed`] only sizes the canary for its share.
 
 /// What happens to the stable revision's size during a canary.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +59,31 @@ pub fn split(replicas: i32, weight: i32, mode: StableSize) -> Split {
     }
 }
 
+/// Replica counts for one step when an HTTPRoute sets the exact `weight`: the canary gets
+/// enough replicas for its share of the traffic (rounded up, at least one); the effective
+/// weight is the route's.
+pub fn routed(replicas: i32, weight: i32, mode: StableSize) -> Split {
+    let n = replicas.max(1);
+    let w = weight.clamp(1, 100);
+    if w == 100 {
+        return Split {
+            stable: 0,
+            canary: n,
+            effective_weight: 100,
+        };
+    }
+    let canary = ((f64::from(n) * f64::from(w) / 100.0).ceil() as i32).clamp(1, n);
+    let stable = match mode {
+        StableSize::Keep => n,
+        StableSize::ScaleDown => (n - canary).max(1),
+    };
+    Split {
+        stable,
+        canary,
+        effective_weight: w,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -108,6 +134,31 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_granularity_table_of_docs_canary() {
+        let weight = |n, w| split(n, w, StableSize::Keep);
+        assert_eq!(
+            (weight(4, 10).canary, weight(4, 10).effective_weight),
+            (1, 20)
+        );
+        assert_eq!(
+            (weight(4, 25).canary, weight(4, 25).effective_weight),
+            (1, 20)
+        );
+        assert_eq!(
+            (weight(4, 50).canary, weight(4, 50).effective_weight),
+            (4, 50)
+        );
+        assert_eq!(
+            (weight(2, 25).canary, weight(2, 25).effective_weight),
+            (1, 33)
+        );
+        assert_eq!(
+            (weight(10, 10).canary, weight(10, 10).effective_weight),
+            (1, 9)
+        );
+    }
+
     fn any_mode() -> impl Strategy<Value = StableSize> {
         prop_oneof![Just(StableSize::Keep), Just(StableSize::ScaleDown)]
     }
@@ -129,6 +180,14 @@ mod tests {
             prop_assert!(err <= next(s.canary + 1) + 1e-12 && (s.canary == 1 || err <= next(s.canary - 1) + 1e-12),
                 "{s:?} for {w}%");
             prop_assert_eq!(s.stable, n, "the stable keeps its size");
+        }
+
+        #[test]
+        fn a_route_gives_the_canary_enough_replicas_for_its_share(n in 1i32..64, w in 1i32..100, mode in any_mode()) {
+            let s = routed(n, w, mode);
+            prop_assert_eq!(s.effective_weight, w);
+            prop_assert!(s.stable >= 1 && s.canary >= 1);
+            prop_assert!(f64::from(s.canary) >= f64::from(n) * f64::from(w) / 100.0 - 1e-9, "{s:?}");
         }
 
         #[test]

@@ -101,7 +101,7 @@ async fn replicas_follow_load_up_within_seconds_and_down_after_the_window() {
         format!("one replica at rest: {:?}", autoscaling_of(&md)),
     )
     .await;
-    let mut load = Load::on(e2e.api(), "busy");
+    let mut load = Load::on(e2e.api(), e2e.api(), "busy");
     load.set_clients(1);
     holds_at(&e2e, "busy", 1, "one client keeps one replica").await;
 
@@ -197,7 +197,7 @@ async fn a_gpu_model_past_the_nodes_gpus_waits_for_capacity_then_proceeds() {
     });
     e2e.apply_until_ready(&md).await;
 
-    let mut load = Load::on(e2e.api(), "gpu");
+    let mut load = Load::on(e2e.api(), e2e.api(), "gpu");
     load.set_clients(4);
     let waiting = e2e
         .wait_md("gpu", "more replicas asked for, waiting for room", |md| {

@@ -1,10 +1,13 @@
 -- Argo CD health check for kandle.dev/ModelDeployment (Lua 5.1, as Argo CD runs it).
--- It reads only what the operator writes in status: observedGeneration and the conditions
--- Ready, Progressing, Degraded, Reconciling and Stalled. Installed by argocd-cm-patch.yaml.
+-- It reads only what the operator writes in status: observedGeneration, the conditions Ready,
+-- Progressing, Degraded, Reconciling and Stalled, and a canary's phase. Installed by
+-- argocd-cm-patch.yaml.
 --   Degraded     the operator says Degraded=True (or Stalled=True), with its message
---   Suspended    spec.paused is set
---   Progressing  no status yet, a status for an older generation, or a revision rolling out,
---                waiting for room or for an upgrade slot (the condition's message says which)
+--   Suspended    spec.paused is set, or a canary waits at a step for `kubectl kandle promote`
+--                or was paused by `kubectl kandle pause` (status.canary.phase)
+--   Progressing  no status yet, a status for an older generation, or a revision rolling out
+--                (a canary's step and weight), waiting for room or for an upgrade slot (the
+--                condition's message says which)
 --   Healthy      the status describes the current generation, Ready=True and nothing rolls out
 local hs = {}
 
@@ -65,6 +68,13 @@ end
 if obj.spec ~= nil and obj.spec.paused == true then
   hs.status = "Suspended"
   hs.message = message(progressing, "spec.paused is set")
+  return hs
+end
+
+local canary = status.canary
+if canary ~= nil and (canary.phase == "Paused" or canary.phase == "WaitingForPromote") then
+  hs.status = "Suspended"
+  hs.message = canary.message or canary.phase
   return hs
 end
 

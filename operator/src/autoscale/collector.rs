@@ -1,8 +1,10 @@
-//! The collector: about once a second it reads the metrics of every ready pod of each
-//! autoscaled `ModelDeployment` (from the controller's pod cache, through a
-//! [`MetricsSource`]), records the load in that `ModelDeployment`'s [`History`] and wakes its
-//! pass when the decision differs from the status. Deciding stays in [`super::decide`]; passes
-//! read the histories through [`Collector::history`].
+//! The collector, the one component that reads the pods' metrics: about once a second it reads
+//! every ready pod of each autoscaled `ModelDeployment` and the canary and stable pods of each
+//! analysed canary (from the controller's pod cache, through a [`MetricsSource`]). It records
+//! the load in that `ModelDeployment`'s [`History`] and wakes its pass when the decision differs
+//! from the status; it cuts a canary's readings into analysis [`Intervals`] and wakes its pass
+//! when one ends. Deciding stays in the planner; passes read what was collected through
+//! [`Collector::history`] and [`Collector::analysis`].
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -17,9 +19,10 @@ use kube::ResourceExt;
 
 use super::decide::{reasons, Decision};
 use super::history::{History, Sample};
+use crate::analysis::intervals::{Intervals, PodReading};
 use crate::config::AutoscaleConfig;
 use crate::metrics::Metrics;
-use crate::plan::{autoscaling_decision, history_span, scraped, RUNTIME_PORT};
+use crate::plan::{analysed, autoscaling_decision, history_span, scraped, Analysed, RUNTIME_PORT};
 use crate::pod_problems::scheduling_failure;
 use crate::scrape::{MetricsSource, PodMetrics, PodTarget};
 
@@ -40,16 +43,26 @@ struct Load {
     history: History,
     /// Each pod's request count at its last reading, for the request rate.
     counts: HashMap<String, (DateTime<Utc>, f64)>,
+    /// The analysis intervals of its canary, while one is analysed.
+    intervals: Option<Intervals>,
 }
 
-/// One autoscaled `ModelDeployment`'s share of a round.
+/// One `ModelDeployment`'s share of a round.
 struct Round {
     md: Arc<ModelDeployment>,
     key: String,
-    targets: Vec<PodTarget>,
+    /// Ready pods to read, with their revision hash.
+    targets: Vec<(PodTarget, String)>,
+    /// Autoscaled on this runtime metric.
+    metric: Option<AutoscalingMetric>,
+    /// A canary to analyse.
+    analysed: Option<Analysed>,
     ready: i32,
     waiting_for_room: bool,
 }
+
+/// A reading of a pod in a round: its name, revision hash and metrics.
+type Read = (String, String, PodMetrics);
 
 impl Collector {
     /// A collector reading pods through `source`, counting its readings in `metrics`.
@@ -71,6 +84,11 @@ impl Collector {
         self.lock().get(key).map(|load| load.history.clone())
     }
 
+    /// The analysis intervals of the `ModelDeployment` `namespace/name`'s canary, if analysed.
+    pub fn analysis(&self, key: &str) -> Option<Intervals> {
+        self.lock().get(key).and_then(|load| load.intervals.clone())
+    }
+
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Load>> {
         self.state
             .lock()
@@ -90,7 +108,8 @@ impl Collector {
         loop {
             ticks.tick().await;
             let mds = mds.state();
-            if mds.iter().any(|md| scraped(md).is_some()) || !self.lock().is_empty() {
+            let read = |md: &Arc<ModelDeployment>| scraped(md).is_some() || analysed(md).is_some();
+            if mds.iter().any(read) || !self.lock().is_empty() {
                 self.round(&mds, &pods.state(), &wake).await;
             }
         }
@@ -106,12 +125,17 @@ impl Collector {
         let rounds = rounds(mds, pods);
         let keys: HashSet<&str> = rounds.iter().map(|round| round.key.as_str()).collect();
         self.lock().retain(|key, _| keys.contains(key.as_str()));
-        let wanted: Vec<(String, PodTarget)> = rounds
+        let wanted: Vec<(String, PodTarget, String)> = rounds
             .iter()
-            .flat_map(|round| round.targets.iter().map(|t| (round.key.clone(), t.clone())))
+            .flat_map(|round| {
+                round
+                    .targets
+                    .iter()
+                    .map(|(t, hash)| (round.key.clone(), t.clone(), hash.clone()))
+            })
             .collect();
-        let readings: Vec<(String, String, Option<PodMetrics>)> = stream::iter(wanted)
-            .map(|(key, target)| {
+        let readings: Vec<(String, String, String, Option<PodMetrics>)> = stream::iter(wanted)
+            .map(|(key, target, hash)| {
                 let source = self.source.clone();
                 let metrics = self.metrics.clone();
                 async move {
@@ -120,24 +144,32 @@ impl Collector {
                     if let Err(err) = &reading {
                         tracing::debug!(md = %key, pod = %target.pod, error = %err, "metrics not read");
                     }
-                    (key, target.pod, reading.ok())
+                    (key, target.pod, hash, reading.ok())
                 }
             })
             .buffer_unordered(CONCURRENT_READS)
             .collect()
             .await;
-        let mut by_md: HashMap<String, Vec<(String, PodMetrics)>> = HashMap::new();
-        for (key, pod, reading) in readings {
+        let mut by_md: HashMap<String, Vec<Read>> = HashMap::new();
+        for (key, pod, hash, reading) in readings {
             if let Some(reading) = reading {
-                by_md.entry(key).or_default().push((pod, reading));
+                by_md.entry(key).or_default().push((pod, hash, reading));
             }
         }
         let now = Utc::now();
         for round in &rounds {
-            let Some(metric) = round.md.spec.autoscaling.as_ref().map(|a| a.metric) else {
+            let mine = by_md.remove(&round.key).unwrap_or_default();
+            let interval_ended = {
+                let mut state = self.lock();
+                let load = state.entry(round.key.clone()).or_default();
+                load.analyse(round.analysed.as_ref(), &mine, now)
+            };
+            if interval_ended {
+                let _ = wake.clone().try_send(ObjectRef::from_obj(&*round.md));
+            }
+            let Some(metric) = round.metric else {
                 continue;
             };
-            let mine = by_md.remove(&round.key).unwrap_or_default();
             let decision = {
                 let mut state = self.lock();
                 let load = state.entry(round.key.clone()).or_default();
@@ -164,19 +196,47 @@ impl Collector {
 }
 
 impl Load {
+    /// Records the canary's and the stable's readings taken `now` in the intervals of
+    /// `analysed` (starting them for a new canary); true when an interval ended.
+    fn analyse(
+        &mut self,
+        analysed: Option<&Analysed>,
+        readings: &[Read],
+        now: DateTime<Utc>,
+    ) -> bool {
+        let Some(analysed) = analysed else {
+            self.intervals = None;
+            return false;
+        };
+        let intervals = match &mut self.intervals {
+            Some(kept) if kept.revision == analysed.revision => kept,
+            slot => slot.insert(Intervals::new(&analysed.revision, now)),
+        };
+        let readings: Vec<PodReading> = readings
+            .iter()
+            .filter(|(_, hash, _)| *hash == analysed.canary_hash || *hash == analysed.stable_hash)
+            .map(|(pod, hash, metrics)| PodReading {
+                pod: pod.clone(),
+                canary: *hash == analysed.canary_hash,
+                metrics: metrics.clone(),
+            })
+            .collect();
+        intervals.record(&readings, now, analysed.interval)
+    }
+
     /// Records the readings of the `ModelDeployment` `md` taken `now`.
     fn record(
         &mut self,
         md: &ModelDeployment,
         metric: AutoscalingMetric,
-        readings: &[(String, PodMetrics)],
+        readings: &[Read],
         now: DateTime<Utc>,
         config: &AutoscaleConfig,
     ) {
         let mut total = 0.0;
         let mut ready = 0;
         let mut counts = HashMap::new();
-        for (pod, reading) in readings {
+        for (pod, _, reading) in readings {
             let requests = reading.requests();
             let value = match metric {
                 AutoscalingMetric::Concurrency => Some(reading.in_flight),
@@ -231,7 +291,8 @@ fn rate(then: DateTime<Utc>, before: f64, now: DateTime<Utc>, requests: f64) -> 
     (seconds > 0.0 && requests >= before).then(|| (requests - before) / seconds)
 }
 
-/// The autoscaled `ModelDeployment`s that are not paused, with their ready pods' addresses.
+/// The autoscaled `ModelDeployment`s and the analysed canaries that are not paused, with their
+/// ready pods' addresses.
 fn rounds(mds: &[Arc<ModelDeployment>], pods: &[Arc<Pod>]) -> Vec<Round> {
     let mut by_md: HashMap<(String, String), Vec<&Pod>> = HashMap::new();
     for pod in pods {
@@ -245,23 +306,34 @@ fn rounds(mds: &[Arc<ModelDeployment>], pods: &[Arc<Pod>]) -> Vec<Round> {
     }
     mds.iter()
         // A paused ModelDeployment is not scaled, so its pods are not read either.
-        .filter(|md| {
-            scraped(md).is_some() && !md.spec.paused && md.metadata.deletion_timestamp.is_none()
-        })
-        .map(|md| {
+        .filter(|md| !md.spec.paused && md.metadata.deletion_timestamp.is_none())
+        .filter_map(|md| {
+            let metric = scraped(md).map(|a| a.metric);
+            let analysed = analysed(md);
+            if metric.is_none() && analysed.is_none() {
+                return None;
+            }
             let ns = md.namespace().unwrap_or_default();
             let mine = by_md
                 .remove(&(ns.clone(), md.name_any()))
                 .unwrap_or_default();
-            let targets: Vec<PodTarget> = mine.iter().filter_map(|pod| target(pod)).collect();
-            Round {
+            let targets = mine
+                .iter()
+                .filter_map(|pod| {
+                    let hash = pod.labels().get(labels::REVISION)?.clone();
+                    Some((target(pod)?, hash))
+                })
+                .collect();
+            Some(Round {
+                metric,
+                analysed,
                 key: format!("{ns}/{}", md.name_any()),
                 // What the planner counts: the revisions' ready replicas, as its last pass saw.
                 ready: md.status.as_ref().map_or(0, |s| s.ready_replicas),
                 waiting_for_room: mine.iter().any(|pod| scheduling_failure(pod).is_some()),
                 targets,
                 md: md.clone(),
-            }
+            })
         })
         .collect()
 }

@@ -22,6 +22,8 @@ pub struct HistoryInput<'a> {
     pub returned_to_known: bool,
     /// The target ran out of its progress deadline and was given up on.
     pub gave_up: bool,
+    /// The target is an aborted canary, and why.
+    pub aborted: Option<&'a str>,
     /// The time of this pass.
     pub now: &'a Time,
 }
@@ -39,9 +41,14 @@ pub fn history(input: &HistoryInput<'_>) -> Vec<RevisionRecord> {
         .map(|kept| {
             let before = previous.get(kept.name.as_str()).copied();
             let outcome = outcome(input, &kept.name, before.map(|r| r.outcome));
-            let time = match before {
-                Some(record) if record.outcome == outcome => record.time.clone(),
-                _ => input.now.clone(),
+            let unchanged = before.filter(|record| record.outcome == outcome);
+            let time = unchanged.map_or_else(|| input.now.clone(), |r| r.time.clone());
+            let message = match (outcome, input.target == kept.name) {
+                (RevisionOutcome::Aborted, true) => input.aborted.map(str::to_string),
+                (RevisionOutcome::RolledBack, _) if unchanged.is_none() => {
+                    Some("the spec returned to an older revision".to_string())
+                }
+                _ => unchanged.and_then(|r| r.message.clone()),
             };
             RevisionRecord {
                 revision: kept.name.clone(),
@@ -49,6 +56,7 @@ pub fn history(input: &HistoryInput<'_>) -> Vec<RevisionRecord> {
                 model_version: kept.model_version.clone(),
                 outcome,
                 time,
+                message,
             }
         })
         .collect()
@@ -65,6 +73,8 @@ fn outcome(
     if input.target == name {
         return if input.gave_up {
             RevisionOutcome::Failed
+        } else if input.aborted.is_some() {
+            RevisionOutcome::Aborted
         } else {
             RevisionOutcome::Progressing
         };

@@ -10,7 +10,9 @@ use super::status::Verdict;
 /// `Degraded` reasons that the operator cannot clear by trying again: a human must change the
 /// spec or the cluster. Every other `Degraded` reason (a crash loop, an image pull, a model
 /// fetch, refused pods) leaves the rollout trying until its progress deadline.
-pub const STALLING: [&str; 4] = [
+pub const STALLING: [&str; 6] = [
+    reasons::ANALYSIS_FAILED,
+    reasons::CANARY_ABORTED,
     reasons::INVALID_SPEC,
     reasons::NOT_OWNED,
     reasons::PROGRESS_DEADLINE_EXCEEDED,

@@ -15,9 +15,11 @@ mod noop;
 mod ownership;
 mod pod_template;
 mod progress;
+mod progressive;
 mod rejection;
 mod revision;
 mod rollout;
+pub(crate) mod route;
 mod service;
 mod status;
 mod upgrade;
@@ -34,7 +36,8 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kandle_crds::conditions::reasons;
-use kandle_crds::{ModelDeployment, ModelDeploymentStatus};
+use kandle_crds::{CanaryPhase, ModelDeployment, ModelDeploymentStatus};
+use kube::api::DynamicObject;
 use kube::ResourceExt;
 
 pub use autoscaling::{decision as autoscaling_decision, history_span, scraped, HPA_REASON};
@@ -46,8 +49,10 @@ pub use ownership::controlled_by;
 pub use pod_template::{
     runtime_args, GPU_PRODUCT_LABEL, PORT_NAME, RUNTIME_CONTAINER, RUNTIME_PORT,
 };
+pub use progressive::{analysed, Analysed};
 pub use rejection::{rejected, REJECTED_PREFIX};
 pub use revision::{revision_name, KnownRevision, RevisionSnapshot, HASH_LEN, TEMPLATE_VERSION};
+pub use route::{http_route_resource, routing, weights_of};
 
 pub use service::{service_url, SERVICE_PORT};
 
@@ -56,6 +61,7 @@ use crate::config::OperatorConfig;
 use crate::observe::Observed;
 use history::HistoryInput;
 use ownership::OwnedView;
+use progressive::{CanaryInput, CanaryPass};
 use rollout::{current_stable, known_revisions};
 use status::Verdict;
 use verdicts::PodFindings;
@@ -73,6 +79,8 @@ pub enum ChildKind {
     PodDisruptionBudget,
     /// autoscaling/v2 HorizontalPodAutoscaler.
     HorizontalPodAutoscaler,
+    /// gateway.networking.k8s.io/v1 HTTPRoute.
+    HttpRoute,
 }
 
 impl ChildKind {
@@ -84,6 +92,7 @@ impl ChildKind {
             ChildKind::Service => "Service",
             ChildKind::PodDisruptionBudget => "PodDisruptionBudget",
             ChildKind::HorizontalPodAutoscaler => "HorizontalPodAutoscaler",
+            ChildKind::HttpRoute => "HTTPRoute",
         }
     }
 }
@@ -138,6 +147,10 @@ pub struct Plan {
     pub pdb: Option<PodDisruptionBudget>,
     /// The HorizontalPodAutoscaler, when `spec.autoscaling.metric` is `cpu`.
     pub hpa: Option<HorizontalPodAutoscaler>,
+    /// With `trafficRouting.httpRoute`: a Service per revision the route sends traffic to.
+    pub revision_services: Vec<Service>,
+    /// With `trafficRouting.httpRoute`: the HTTPRoute with each revision's weight.
+    pub route: Option<DynamicObject>,
     /// Children no longer wanted.
     pub delete: Vec<ChildRef>,
     /// The full status to write.
@@ -156,6 +169,9 @@ pub struct Plan {
     /// (a new default runtime image, fetch image or template code): a rollout that needs one
     /// of the operator's upgrade slots. With [`Observed::upgrade_waits`] set it is held back.
     pub operator_upgrade: bool,
+    /// A failing analysis interval that ended then aborted the canary in this pass: the
+    /// rollback's latency is counted from it once the plan is applied.
+    pub rolled_back_since: Option<DateTime<Utc>>,
 }
 
 /// Converts the pass's time to a Kubernetes timestamp (whole seconds, as the API stores it).
@@ -175,6 +191,7 @@ pub fn plan(
     let scaling = sized(md, &view.observed, now, config);
     let md = scaling.as_ref().map_or(md, |(sized, _)| sized);
     let previous = md.status.clone().unwrap_or_default();
+    let clock = now;
     let now = kube_time(now);
     let autoscaling_status = match (&scaling, &md.spec.autoscaling) {
         _ if md.spec.paused => previous.autoscaling.clone(),
@@ -209,12 +226,26 @@ pub fn plan(
     let target_hash = snapshot.hash();
     let target = target_of(&snapshot);
     let stable = serving.filter(|stable| *stable != target);
-    let target_available = observed
-        .deployments
-        .iter()
-        .any(|d| d.name_any() == target && is_available(d, md.spec.replicas));
+    let target_available = progressive::has_served(md, &target)
+        || observed
+            .deployments
+            .iter()
+            .any(|d| d.name_any() == target && is_available(d, md.spec.replicas));
     let deadline_passed = progress::deadline_passed(md, &target, target_available, &now);
     let deadline_in = progress::time_left(md, &target, target_available, &now);
+    let gave_up = deadline_passed && stable.is_some();
+    let command = progressive::pending_command(md);
+    let canary = progressive::decide(
+        &CanaryInput {
+            md,
+            observed,
+            target: &target,
+            stable: stable.as_deref(),
+            gave_up,
+            now: clock,
+        },
+        command.as_ref().and_then(|(_, c)| c.as_ref().ok().copied()),
+    );
     let findings = PodFindings {
         md,
         observed,
@@ -229,10 +260,24 @@ pub fn plan(
     let spec_problem = operator_problem.or_else(|| rejection::standing_refusal(md));
     let degraded = match &spec_problem {
         Some(problem) => Verdict::yes(reasons::INVALID_SPEC, problem.clone()),
-        None => verdicts::degraded_verdict(&findings, view.conflict(md, &target), deadline_passed),
+        None => canary
+            .as_ref()
+            .and_then(progressive::degraded)
+            .unwrap_or_else(|| {
+                verdicts::degraded_verdict(&findings, view.conflict(md, &target), deadline_passed)
+            }),
     };
+    let mut events = events::degraded_event(&previous, &degraded);
+    events.extend(canary.iter().flat_map(|c| c.events.iter().cloned()));
+    events.extend(progressive::command_warnings(
+        command.as_ref(),
+        canary.as_ref(),
+    ));
     let pass = Pass {
-        events: events::degraded_event(&previous, &degraded),
+        events,
+        last_command: command.map(|(value, _)| value),
+        canary,
+        clock,
         base: ModelDeploymentStatus {
             observed_generation: md.metadata.generation,
             selector: Some(pod_selector_string(&md.name_any())),
@@ -244,7 +289,7 @@ pub fn plan(
         previous,
         degraded,
         deadline_passed,
-        gave_up: deadline_passed && stable.is_some(),
+        gave_up,
         upgrade_queued: queued,
         look_again,
         deadline_in,
@@ -296,6 +341,26 @@ fn sized(
     Some((sized, decision))
 }
 
+/// The weight of each live revision in the HTTPRoute: the canary's step weight while it walks
+/// its steps, 100% on the stable after an abort, and the share of the ready replicas while a
+/// revision rolls out or is promoted (so traffic moves as its pods come up).
+fn route_weights(
+    rollout: &rollout::Rollout,
+    canary: Option<&CanaryPass>,
+    observed: &Observed,
+) -> Vec<(String, i32)> {
+    let target = rollout.target.clone();
+    let Some(stable) = rollout.stable.clone().filter(|s| *s != target) else {
+        return vec![(target, 100)];
+    };
+    let canary_weight = match canary.map(|c| (c.status.phase, c.status.effective_weight)) {
+        Some((CanaryPhase::Aborted, _)) => 0,
+        Some((CanaryPhase::Promoting, _)) | None => progressive::ready_share(observed, &target),
+        Some((_, weight)) => weight,
+    };
+    vec![(stable, 100 - canary_weight), (target, canary_weight)]
+}
+
 /// Leaves out of `plan` every child that `md` does not control.
 fn without_foreign(md: &ModelDeployment, view: &OwnedView, mut plan: Plan) -> Plan {
     plan.deployments
@@ -310,6 +375,11 @@ fn without_foreign(md: &ModelDeployment, view: &OwnedView, mut plan: Plan) -> Pl
     if view.hpa_taken {
         plan.hpa = None;
     }
+    if view.route_taken {
+        plan.route = None;
+    }
+    plan.revision_services
+        .retain(|s| view.may_write(md, &s.name_any()));
     plan.delete.retain(|c| view.may_write(md, &c.name));
     plan
 }
@@ -334,6 +404,12 @@ struct Pass {
     deadline_in: Option<i64>,
     /// The snapshot of the target revision.
     snapshot: RevisionSnapshot,
+    /// The canary's share of the pass, when the target is rolled out as a canary.
+    canary: Option<CanaryPass>,
+    /// A `kandle.dev/command` consumed in this pass (acted on or refused with a Warning).
+    last_command: Option<String>,
+    /// The pass's time, to the millisecond.
+    clock: DateTime<Utc>,
 }
 
 /// Paused or invalid: change no child, so the running revisions keep serving exactly as they
@@ -372,6 +448,8 @@ fn frozen(md: &ModelDeployment, observed: &Observed, pass: Pass, progressing: Ve
         service: None,
         pdb: None,
         hpa: None,
+        revision_services: Vec::new(),
+        route: None,
         delete: Vec::new(),
         status,
         write_status: true,
@@ -381,6 +459,7 @@ fn frozen(md: &ModelDeployment, observed: &Observed, pass: Pass, progressing: Ve
         recheck_in: None,
         events: pass.events,
         operator_upgrade: false,
+        rolled_back_since: None,
     }
 }
 
@@ -393,7 +472,11 @@ fn rolled(
 ) -> Plan {
     let observed = findings.observed;
     let desired = md.spec.replicas;
-    let rollout = rollout::roll(md, &pass.snapshot, observed, config, pass.gave_up);
+    let canary = pass.canary.as_ref();
+    let aborted = canary.is_some_and(|c| c.status.phase == CanaryPhase::Aborted);
+    let rollout = rollout::roll(md, &pass.snapshot, observed, config, pass.gave_up, canary);
+    // Promoted in this pass: the canary is the stable revision now.
+    let canary = canary.filter(|_| !rollout.promoted);
     let mut events = pass.events;
     events.extend(events::rollout_events(md, &rollout));
     let rolling = rollout.stable.as_deref() != Some(rollout.target.as_str());
@@ -418,11 +501,13 @@ fn rolled(
                 RevisionSnapshot::of(md, config).image(config)
             ),
         )
+    } else if let Some(canary) = canary {
+        progressive::progressing(canary)
     } else {
         verdicts::progressing_verdict(findings, &rollout, rolling, pass.deadline_passed)
     };
     let waiting = pass.upgrade_queued
-        || (rolling && !pass.gave_up)
+        || (rolling && !pass.gave_up && !aborted)
         || findings.waiting_for_room().is_some()
         || !observed
             .deployments
@@ -434,7 +519,8 @@ fn rolled(
         .waiting_for_room()
         .map(|(_, waited)| grace.saturating_sub(waited))
         .filter(|left| *left > 0);
-    let recheck_in = [pass.deadline_in, room_in]
+    let pause_in = canary.and_then(|c| progressive::pause_left(md, c, pass.clock));
+    let recheck_in = [pass.deadline_in, room_in, pause_in]
         .into_iter()
         .flatten()
         .min()
@@ -452,6 +538,36 @@ fn rolled(
             uid: observed_pdb.uid(),
         });
     }
+    let (revision_services, route) = match route::routing(md) {
+        Some(routing) => {
+            let weights = route_weights(&rollout, canary, observed);
+            let services = weights
+                .iter()
+                .map(|(revision, _)| route::revision_service(md, revision))
+                .collect();
+            (services, Some(route::http_route(md, routing, &weights)))
+        }
+        None => (Vec::new(), None),
+    };
+    for service in &observed.revision_services {
+        if !revision_services
+            .iter()
+            .any(|s: &Service| s.name_any() == service.name_any())
+        {
+            delete.push(ChildRef {
+                kind: ChildKind::Service,
+                name: service.name_any(),
+                uid: service.uid(),
+            });
+        }
+    }
+    if let (None, Some(observed_route)) = (&route, &observed.route) {
+        delete.push(ChildRef {
+            kind: ChildKind::HttpRoute,
+            name: observed_route.name_any(),
+            uid: observed_route.uid(),
+        });
+    }
     let hpa = hpa::hpa(md);
     if let (None, Some(observed_hpa)) = (&hpa, &observed.hpa) {
         delete.push(ChildRef {
@@ -467,6 +583,9 @@ fn rolled(
         stable: rollout.stable.as_deref(),
         returned_to_known: rollout.returned_to_known,
         gave_up: pass.gave_up,
+        aborted: canary
+            .filter(|_| aborted)
+            .map(|c| c.status.message.as_str()),
         now: &pass.now,
     });
     let status = ModelDeploymentStatus {
@@ -487,8 +606,13 @@ fn rolled(
         // it, and a revision given up on is no longer rolling out.
         canary_revision: (rolling && !pass.gave_up && rollout.stable.is_some())
             .then(|| rollout.target.clone()),
-        canary_weight: None,
-        current_step: None,
+        canary_weight: canary.map(|c| progressive::weight_now(md, c, observed)),
+        current_step: canary.map(|c| c.status.step),
+        last_analysis: canary
+            .and_then(|c| c.last_analysis.clone())
+            .or(pass.base.last_analysis.clone()),
+        canary: canary.map(|c| c.status.clone()),
+        last_command: pass.last_command.clone().or(pass.base.last_command.clone()),
         history,
         ..pass.base
     };
@@ -498,6 +622,8 @@ fn rolled(
         service: Some(service::service(md)),
         pdb,
         hpa,
+        revision_services,
+        route,
         delete,
         status,
         write_status: true,
@@ -505,5 +631,6 @@ fn rolled(
         waiting,
         recheck_in,
         operator_upgrade: false,
+        rolled_back_since: canary.and_then(|c| c.aborted_by_analysis_at),
     }
 }

@@ -34,7 +34,10 @@ pub struct OwnedView {
     /// A HorizontalPodAutoscaler of the `ModelDeployment`'s name exists and belongs to someone
     /// else.
     pub hpa_taken: bool,
-    /// Labelled Deployments and ControllerRevisions `md` does not control, by name.
+    /// An HTTPRoute of the `ModelDeployment`'s name exists and belongs to someone else.
+    pub route_taken: bool,
+    /// Labelled Deployments, ControllerRevisions and per-revision Services `md` does not
+    /// control, by name.
     pub foreign: Vec<String>,
 }
 
@@ -43,7 +46,8 @@ impl OwnedView {
     pub fn may_write(&self, md: &ModelDeployment, name: &str) -> bool {
         let own_name = name == md.name_any();
         !self.foreign.iter().any(|f| f == name)
-            && !(own_name && (self.service_taken || self.pdb_taken || self.hpa_taken))
+            && !(own_name
+                && (self.service_taken || self.pdb_taken || self.hpa_taken || self.route_taken))
     }
 
     /// The complaint for `Degraded`, if anything stands in the way of `target` (the revision
@@ -62,6 +66,9 @@ impl OwnedView {
         }
         if self.hpa_taken {
             taken.push(format!("HorizontalPodAutoscaler {name:?}"));
+        }
+        if self.route_taken {
+            taken.push(format!("HTTPRoute {name:?}"));
         }
         if taken.is_empty() {
             return None;
@@ -89,15 +96,26 @@ pub fn owned_view(md: &ModelDeployment, observed: &Observed) -> OwnedView {
                 .filter(|r| !controlled_by(&r.metadata, md))
                 .map(|r| r.name_any()),
         )
+        .chain(
+            observed
+                .revision_services
+                .iter()
+                .filter(|s| !controlled_by(&s.metadata, md))
+                .map(|s| s.name_any()),
+        )
         .collect();
     foreign.sort();
     foreign.dedup();
     view.deployments.retain(|d| controlled_by(&d.metadata, md));
     view.revisions.retain(|r| controlled_by(&r.metadata, md));
+    view.revision_services
+        .retain(|s| controlled_by(&s.metadata, md));
     let service_taken = take_if_foreign(&mut view.service, md);
     let pdb_taken = take_if_foreign(&mut view.pdb, md);
     let hpa_taken = take_if_foreign(&mut view.hpa, md);
+    let route_taken = take_if_foreign(&mut view.route, md);
     OwnedView {
+        route_taken,
         observed: view,
         service_taken,
         pdb_taken,

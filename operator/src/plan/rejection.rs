@@ -61,6 +61,8 @@ pub fn rejected(md: &ModelDeployment, planned: &Plan, refusal: &str, now: DateTi
         service: None,
         pdb: None,
         hpa: None,
+        revision_services: Vec::new(),
+        route: None,
         delete: Vec::new(),
         status,
         write_status: true,
@@ -69,5 +71,6 @@ pub fn rejected(md: &ModelDeployment, planned: &Plan, refusal: &str, now: DateTi
         waiting: false,
         recheck_in: None,
         operator_upgrade: planned.operator_upgrade,
+        rolled_back_since: None,
     }
 }

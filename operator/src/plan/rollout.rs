@@ -16,6 +16,7 @@ use kube::ResourceExt;
 
 use super::budget::{self, BudgetInput, Split};
 use super::deployment::{self, is_available, restated, spec_replicas};
+use super::progressive::CanaryPass;
 use super::revision::{
     controller_revision, restated_revision, revision_name, KnownRevision, RevisionSnapshot,
 };
@@ -107,14 +108,16 @@ pub fn current_stable(
         .max_by(|a, b| number_of(a).cmp(&number_of(b)).then_with(|| a.cmp(b)))
 }
 
-/// Decides the rolling rollout of `snapshot` (the current spec's revision); `gave_up` when the
-/// rollout ran out of its progress deadline while another revision serves.
+/// Decides the rollout of `snapshot` (the current spec's revision); `gave_up` when the
+/// rollout ran out of its progress deadline while another revision serves. A `canary` sets the
+/// replicas of both revisions for its step and holds the promotion until it is promoting.
 pub fn roll(
     md: &ModelDeployment,
     snapshot: &RevisionSnapshot,
     observed: &Observed,
     config: &OperatorConfig,
     gave_up: bool,
+    canary: Option<&CanaryPass>,
 ) -> Rollout {
     let md_name = md.name_any();
     let desired = md.spec.replicas;
@@ -151,7 +154,9 @@ pub fn roll(
 
     let stable_before = current_stable(md, observed, &known, &target);
     let target_deployment = observed.deployments.iter().find(|d| d.name_any() == target);
+    let canary_sizes = canary.and_then(|c| c.sizes);
     let promoted = !gave_up
+        && canary_sizes.is_none()
         && stable_before.as_deref() != Some(target.as_str())
         && target_deployment.is_some_and(|d| is_available(d, desired));
     let stable = if promoted {
@@ -179,6 +184,10 @@ pub fn roll(
     let kept_names: BTreeSet<&str> = kept_history.iter().map(|k| k.name.as_str()).collect();
 
     let split = match stable.as_deref() {
+        Some(name) if name != target && canary_sizes.is_some() => {
+            let (stable, target) = canary_sizes.unwrap_or_default();
+            Split { target, stable }
+        }
         Some(name) if name != target && gave_up => Split {
             target: 0,
             stable: desired,

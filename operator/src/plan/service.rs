@@ -1,6 +1,8 @@
 //! The Service in front of all live revisions (traffic splits by replica ratio) and the
 //! PodDisruptionBudget that keeps voluntary disruptions to one pod at a time.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -19,19 +21,25 @@ pub fn service(md: &ModelDeployment) -> Service {
     let md_name = md.name_any();
     Service {
         metadata: meta::child_meta(md, &md_name, meta::common_labels(&md_name)),
-        spec: Some(ServiceSpec {
-            type_: Some("ClusterIP".to_string()),
-            selector: Some(meta::pod_selector_labels(&md_name)),
-            ports: Some(vec![ServicePort {
-                name: Some(PORT_NAME.to_string()),
-                port: SERVICE_PORT,
-                target_port: Some(IntOrString::String(PORT_NAME.to_string())),
-                protocol: Some("TCP".to_string()),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
+        spec: Some(cluster_ip(meta::pod_selector_labels(&md_name))),
         status: None,
+    }
+}
+
+/// A ClusterIP Service spec over the pods `selector` matches, on [`SERVICE_PORT`] to the
+/// runtime's named port.
+pub fn cluster_ip(selector: BTreeMap<String, String>) -> ServiceSpec {
+    ServiceSpec {
+        type_: Some("ClusterIP".to_string()),
+        selector: Some(selector),
+        ports: Some(vec![ServicePort {
+            name: Some(PORT_NAME.to_string()),
+            port: SERVICE_PORT,
+            target_port: Some(IntOrString::String(PORT_NAME.to_string())),
+            protocol: Some("TCP".to_string()),
+            ..Default::default()
+        }]),
+        ..Default::default()
     }
 }
 

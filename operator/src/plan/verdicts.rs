@@ -8,7 +8,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kandle_crds::conditions::reasons;
-use kandle_crds::{ModelDeployment, RolloutStrategy};
+use kandle_crds::ModelDeployment;
 use kube::ResourceExt;
 
 use super::budget;
@@ -71,6 +71,14 @@ pub fn spec_problem(
         return Some(
             "spec.rollout: maxSurge and maxUnavailable cannot both be 0 (for this number of \
              replicas): a rollout could never start a new pod"
+                .to_string(),
+        );
+    }
+    if super::route::routing(md).is_some() && observed.route_api_missing {
+        return Some(
+            "spec.rollout.trafficRouting.httpRoute: the cluster has no HTTPRoute API \
+             (gateway.networking.k8s.io/v1): install the Gateway API CRDs, or remove httpRoute \
+             to split traffic by replica ratio"
                 .to_string(),
         );
     }
@@ -291,9 +299,6 @@ pub fn progressing_verdict(
     if let Some((failure, _)) = room {
         reason = reasons::WAITING_FOR_CAPACITY;
         message.push_str(&format!("; waiting for room: {}", failure.message));
-    }
-    if md.spec.rollout.strategy == RolloutStrategy::Canary {
-        message.push_str("; canary steps are not implemented yet: rolled out as rolling");
     }
     Verdict::yes(reason, message)
 }

@@ -1,6 +1,6 @@
-//! The programs the end-to-end tests run: `kandle-operator`, `kandle-runtime` and
-//! `kandle-kubelet`, found beside the test executable (`target/<profile>/`), and the example
-//! model that `scripts/fetch-model.sh` provides.
+//! The programs the end-to-end tests run: `kandle-operator`, `kandle-runtime`,
+//! `kandle-kubelet` and `kubectl-kandle`, found beside the test executable
+//! (`target/<profile>/`), and the example model that `scripts/fetch-model.sh` provides.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,6 +14,8 @@ pub struct Binaries {
     pub runtime: PathBuf,
     /// `kandle-kubelet`, the stand-in kubelet of this crate.
     pub kubelet: PathBuf,
+    /// `kubectl-kandle`, the kubectl plugin.
+    pub plugin: PathBuf,
 }
 
 impl Binaries {
@@ -39,6 +41,7 @@ impl Binaries {
             operator: find("kandle-operator")?,
             runtime: find("kandle-runtime")?,
             kubelet: find("kandle-kubelet")?,
+            plugin: find("kubectl-kandle")?,
         })
     }
 }

@@ -117,7 +117,8 @@ pub async fn apply(client: &Client, document: &Value) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_established(client: &Client, name: &str) -> anyhow::Result<()> {
+/// Waits until the CustomResourceDefinition `name` is established (its API is served).
+pub async fn wait_established(client: &Client, name: &str) -> anyhow::Result<()> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     wait::until(
         &format!("CRD {name} to be Established"),

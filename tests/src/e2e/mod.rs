@@ -180,6 +180,17 @@ impl E2e {
         self.cluster.kubeconfigs.admin.clone()
     }
 
+    /// Runs `kubectl kandle ARGS` (the plugin binary) as the cluster's admin in the test's
+    /// namespace; its exit status, stdout and stderr.
+    pub async fn kandle(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
+        Ok(tokio::process::Command::new(&self.cluster.binaries.plugin)
+            .args(args)
+            .args(["--namespace", &self.namespace])
+            .env("KUBECONFIG", self.admin_kubeconfig())
+            .output()
+            .await?)
+    }
+
     /// An API of namespaced kind `K` in the test's namespace.
     pub fn api<K>(&self) -> Api<K>
     where

@@ -16,7 +16,7 @@ const HEALTH_KEY: &str = "resource.customizations.health.kandle.dev_ModelDeploym
 
 /// JSON as Argo CD hands it to Lua: objects and arrays become tables (arrays from 1), `null`
 /// becomes `nil`.
-fn to_lua(lua: &Lua, value: &serde_json::Value) -> mlua::Result<Value> {
+pub(super) fn to_lua(lua: &Lua, value: &serde_json::Value) -> mlua::Result<Value> {
     use serde_json::Value as Json;
     Ok(match value {
         Json::Null => Value::Nil,
@@ -217,8 +217,36 @@ fn a_queued_upgrade_and_a_scale_up_are_progressing() {
 }
 
 #[test]
+fn a_canary_progresses_with_its_step_holds_suspended_and_aborts_degraded() {
+    assert_health(
+        &states::canary_stepping(),
+        "Progressing",
+        &["step 1/1 (50%)", "effective weight 50%"],
+    );
+    assert_health(
+        &states::canary_waiting_for_promote(),
+        "Suspended",
+        &["waits for kubectl kandle promote"],
+    );
+    assert_health(
+        &states::canary_paused(),
+        "Suspended",
+        &["paused: kubectl kandle resume"],
+    );
+    assert_health(
+        &states::canary_aborted(),
+        "Degraded",
+        &["rolled back", "kubectl kandle abort"],
+    );
+}
+
+#[test]
 fn healthy_exactly_when_the_current_generation_is_ready_and_nothing_rolls_or_fails() {
     let every = [
+        states::canary_stepping(),
+        states::canary_waiting_for_promote(),
+        states::canary_paused(),
+        states::canary_aborted(),
         states::first_rollout(),
         states::stable(),
         states::rolling(),

@@ -2,7 +2,9 @@
 //! [`crate::testing`].
 
 mod argocd;
+mod argocd_actions;
 mod autoscaling;
+mod canary;
 mod failures;
 mod invalid;
 mod kstatus;

@@ -358,26 +358,6 @@ fn a_paused_deployment_changes_nothing() {
 }
 
 #[test]
-fn a_canary_strategy_rolls_like_rolling_and_says_so() {
-    let (md_v1, cluster) = settled(&md("bert").build(), &Observed::default(), 0);
-    let md_v2 = respec(
-        &md_v1,
-        &md("bert").with_version("v2").with_canary(&[10, 50]).build(),
-    );
-    let plan = plan_at(&md_v2, &cluster, 100);
-    let progressing = condition(&plan, conditions::PROGRESSING);
-    assert_eq!(progressing.status, "True");
-    assert!(
-        progressing
-            .message
-            .contains("canary steps are not implemented yet"),
-        "{}",
-        progressing.message
-    );
-    assert_eq!(replicas(&plan, &revision_of(&md_v2)), 1);
-}
-
-#[test]
 fn a_lost_status_keeps_the_serving_revision_as_stable() {
     let (md_v1, cluster) = settled(
         &md("bert").with_replicas(2).build(),

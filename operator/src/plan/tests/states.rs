@@ -14,6 +14,8 @@ pub(super) struct State {
     pub md: ModelDeployment,
     /// The pass.
     pub plan: Plan,
+    /// The cluster after the pass, where a state needs the next pass planned.
+    pub cluster: Observed,
 }
 
 impl State {
@@ -21,6 +23,7 @@ impl State {
         Self {
             md: with_status(md, &plan),
             plan,
+            cluster: Observed::default(),
         }
     }
 }
@@ -199,4 +202,68 @@ pub(super) fn older_generation() -> ModelDeployment {
         &stable().md,
         &md("bert").with_replicas(2).with_version("v2").build(),
     )
+}
+
+/// A canary of v2 beside the settled v1, after `passes` passes with every pod ready and, when
+/// given, a `kandle.dev/command` before the last one.
+fn canary_after(steps: &[(i32, Option<&str>)], passes: i64, command: Option<&str>) -> State {
+    let (md_v1, mut cluster) = settled(
+        &md("bert").with_replicas(2).build(),
+        &Observed::default(),
+        0,
+    );
+    let mut md = respec(
+        &md_v1,
+        &md("bert")
+            .with_replicas(2)
+            .with_version("v2")
+            .with_steps(steps)
+            .build(),
+    );
+    let mut last = None;
+    for t in 0..passes {
+        if t == passes - 1 {
+            if let Some(value) = command {
+                md.metadata
+                    .annotations
+                    .get_or_insert_with(Default::default)
+                    .insert(
+                        kandle_crds::labels::COMMAND_ANNOTATION.to_string(),
+                        value.to_string(),
+                    );
+            }
+        }
+        let plan = plan_at(&md, &cluster, 100 + t);
+        md = with_status(&md, &plan);
+        cluster = starting_from(&cluster)
+            .from_plan(&plan)
+            .all_available()
+            .build();
+        last = Some(plan);
+    }
+    State {
+        md,
+        plan: last.expect("at least one pass"),
+        cluster,
+    }
+}
+
+/// A canary holding its first step (50%) for its pause.
+pub(super) fn canary_stepping() -> State {
+    canary_after(&[(50, Some("1h"))], 3, None)
+}
+
+/// A canary at a step without a pause: it waits for `kubectl kandle promote`.
+pub(super) fn canary_waiting_for_promote() -> State {
+    canary_after(&[(50, None)], 3, None)
+}
+
+/// A canary held by `kubectl kandle pause`.
+pub(super) fn canary_paused() -> State {
+    canary_after(&[(50, Some("1h"))], 3, Some("pause@1"))
+}
+
+/// A canary aborted by `kubectl kandle abort`: the stable serves everything.
+pub(super) fn canary_aborted() -> State {
+    canary_after(&[(50, Some("1h"))], 3, Some("abort@1"))
 }

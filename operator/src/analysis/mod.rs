@@ -1,7 +1,10 @@
 //! Canary analysis, pure: from two readings of the canary's pods (the runtime's own request
 //! counters and latency histogram, summed over pods) the verdict on the interval between them:
 //! inconclusive below `minRequests`, failed above `maxErrorRate` (5xx and timeouts) or
-//! `maxLatencyP99` (from the histogram buckets), passed otherwise.
+//! `maxLatencyP99` (from the histogram buckets), passed otherwise. [`intervals`] cuts the
+//! collector's readings into those intervals.
+
+pub mod intervals;
 
 use kandle_crds::{duration_seconds, AnalysisSpec};
 
@@ -33,22 +36,31 @@ impl Totals {
     pub fn of<'a>(readings: impl IntoIterator<Item = &'a PodMetrics>) -> Self {
         let mut totals = Totals::default();
         for reading in readings {
-            totals.requests += reading.requests();
-            totals.failed += reading
-                .requests_by_code
-                .iter()
-                .filter(|(code, _)| failed_code(code))
-                .map(|(_, n)| n)
-                .sum::<f64>();
-            for (bound, count) in &reading.latency_buckets {
-                match totals.buckets.iter_mut().find(|(b, _)| b == bound) {
-                    Some((_, sum)) => *sum += count,
-                    None => totals.buckets.push((*bound, *count)),
-                }
+            totals.add(&Totals {
+                requests: reading.requests(),
+                failed: reading
+                    .requests_by_code
+                    .iter()
+                    .filter(|(code, _)| failed_code(code))
+                    .map(|(_, n)| n)
+                    .sum::<f64>(),
+                buckets: reading.latency_buckets.clone(),
+            });
+        }
+        totals
+    }
+
+    /// Adds `other` (another pod, or another pod's interval) to these totals.
+    pub fn add(&mut self, other: &Totals) {
+        self.requests += other.requests;
+        self.failed += other.failed;
+        for (bound, count) in &other.buckets {
+            match self.buckets.iter_mut().find(|(b, _)| b == bound) {
+                Some((_, sum)) => *sum += count,
+                None => self.buckets.push((*bound, *count)),
             }
         }
-        totals.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-        totals
+        self.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
     }
 
     /// What happened between `self` (earlier) and `later`. A pod that restarted between the two
