@@ -31,11 +31,17 @@ pub fn without_no_ops(mut plan: Plan, md: &ModelDeployment, observed: &Observed)
     plan.hpa = plan
         .hpa
         .and_then(|h| needed(vec![h], observed.hpa.as_slice()).pop());
+    plan.revision_services = needed(plan.revision_services, &observed.revision_services);
+    plan.route = plan
+        .route
+        .and_then(|r| needed(vec![r], observed.route.as_slice()).pop());
     let children = !plan.deployments.is_empty()
         || !plan.revisions.is_empty()
         || plan.service.is_some()
         || plan.pdb.is_some()
         || plan.hpa.is_some()
+        || !plan.revision_services.is_empty()
+        || plan.route.is_some()
         || !plan.delete.is_empty();
     plan.write_status = plan.write_status && (children || md.status.as_ref() != Some(&plan.status));
     plan

@@ -27,6 +27,8 @@ fn writes(plan: &Plan) -> usize {
         + plan.revisions.len()
         + usize::from(plan.service.is_some())
         + usize::from(plan.pdb.is_some())
+        + plan.revision_services.len()
+        + usize::from(plan.route.is_some())
         + plan.delete.len()
         + usize::from(plan.write_status)
 }
@@ -39,6 +41,25 @@ fn deployment_mut(seen: &mut Observed) -> &mut Deployment {
 fn a_converged_model_deployment_needs_no_write() {
     let m = md("minilm").with_replicas(2).build();
     let (m, seen) = converged(&m);
+    let plan = without_no_ops(plan_at(&m, &seen, 60), &m, &seen);
+    assert_eq!(writes(&plan), 0, "{plan:#?}");
+}
+
+#[test]
+fn a_converged_model_deployment_with_an_http_route_needs_no_write() {
+    let mut m = md("minilm").with_replicas(2).build();
+    m.spec.rollout.traffic_routing = Some(kandle_crds::TrafficRouting {
+        http_route: Some(kandle_crds::HttpRouteRouting {
+            parent_refs: vec![kandle_crds::GatewayParentRef {
+                name: "public".to_string(),
+                namespace: None,
+                section_name: None,
+            }],
+            hostnames: Vec::new(),
+        }),
+    });
+    let (m, seen) = converged(&m);
+    assert!(seen.route.is_some() && seen.revision_services.len() == 1);
     let plan = without_no_ops(plan_at(&m, &seen, 60), &m, &seen);
     assert_eq!(writes(&plan), 0, "{plan:#?}");
 }
