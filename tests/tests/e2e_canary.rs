@@ -451,6 +451,14 @@ async fn kubectl_kandle_promotes_aborts_and_retries_a_gitops_revert_ends_a_canar
         })
         .await;
     e2e.expect(retried, "retry starts the steps again").await;
+    run(&["pause", "cmd"]).await;
+    let paused = e2e
+        .wait_md("cmd", "paused", |md| {
+            phase_is(md, &new, CanaryPhase::Paused)
+        })
+        .await;
+    e2e.expect(paused, "pause holds the step").await;
+    // promote of a paused step ends it.
     run(&["promote", "cmd"]).await;
     let promoted = e2e
         .wait_md("cmd", "promoted after the last step", |md| {

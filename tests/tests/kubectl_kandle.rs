@@ -206,7 +206,7 @@ async fn a_command_that_does_not_apply_is_refused_without_a_write() {
         (no_canary.clone(), Command::Abort, "nothing to abort"),
         (no_canary.clone(), Command::Pause, "nothing to pause"),
         (no_canary, Command::Resume, "nothing to resume"),
-        (canary_status(CanaryPhase::Progressing, 1), Command::Retry, "retry needs an aborted canary: canary minilm-0a1b2c3d4e of modeldeployment \"minilm\" is Progressing at step 2 of 3 (50%)"),
+        (canary_status(CanaryPhase::Progressing, 1), Command::Retry, "retry needs an aborted canary or one being promoted: canary minilm-0a1b2c3d4e of modeldeployment \"minilm\" is Progressing at step 2 of 3 (50%)"),
         (canary_status(CanaryPhase::Aborted, 1), Command::Promote { full: true }, "was aborted"),
     ];
     for (status, command, expected) in cases {

@@ -323,6 +323,27 @@ fn commands_promote_pause_resume_and_abort_once_each() {
         run.pass();
     }
     assert_eq!(run.canary().step, 1, "held while paused");
+    // A paused step can also be ended by promote (checked on a copy).
+    let mut promoted = Run {
+        md: run.md.clone(),
+        cluster: run.cluster.clone(),
+        t: run.t,
+        old: run.old.clone(),
+        new: run.new.clone(),
+    };
+    promoted.command("promote@p");
+    assert!(
+        promoted
+            .md
+            .status
+            .as_ref()
+            .unwrap()
+            .stable_revision
+            .as_deref()
+            == Some(run.new.as_str())
+            || promoted.canary().phase == CanaryPhase::Promoting,
+        "promote ends a paused last step"
+    );
     // Its pause is long over: resumed, it is promoted (its pods already serve every replica).
     let resumed = run.command("resume@3");
     assert!(reasons(&resumed).contains(&reasons::CANARY_PROMOTED));
