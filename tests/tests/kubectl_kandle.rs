@@ -591,3 +591,72 @@ async fn status_watch_renders_again_when_the_canary_moves() {
     )
     .await;
 }
+
+/// The `kubectl-kandle` binary beside this test's executable.
+fn plugin_binary() -> std::path::PathBuf {
+    let path = kandle_tests::e2e::binaries::profile_dir()
+        .expect("the profile directory")
+        .join("kubectl-kandle");
+    assert!(
+        path.is_file(),
+        "{} does not exist: build it with `cargo build --workspace --bins` \
+         (`cargo test --workspace` builds it too)",
+        path.display()
+    );
+    path
+}
+
+#[tokio::test]
+async fn the_binary_uses_the_kubeconfig_and_context_it_is_given() {
+    let h = Harness::start().await.expect("harness");
+    h.create(&canary_md().build()).await.expect("create");
+    set_status(&h, &canary_status(CanaryPhase::WaitingForPromote, 1)).await;
+    // The current context points nowhere; `--context fake` points at the fake API server.
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\ncurrent-context: nowhere\n\
+         clusters:\n- name: nowhere\n  cluster: {{server: 'http://127.0.0.1:9'}}\n\
+         - name: fake\n  cluster: {{server: '{}'}}\n\
+         users:\n- name: someone\n  user: {{}}\n\
+         contexts:\n- name: nowhere\n  context: {{cluster: nowhere, user: someone}}\n\
+         - name: fake\n  context: {{cluster: fake, user: someone, namespace: {TEST_NAMESPACE}}}\n",
+        h.server.url()
+    );
+    let dir = std::env::temp_dir().join(format!("kubectl-kandle-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temporary folder");
+    let path = dir.join("kubeconfig");
+    std::fs::write(&path, kubeconfig).expect("the kubeconfig is written");
+    // The plugin runs while this test's runtime serves the fake API server: wait without
+    // blocking it.
+    let run = |context: Option<&'static str>| {
+        let mut command = tokio::process::Command::new(plugin_binary());
+        command
+            .env_remove("KUBECONFIG")
+            .arg("--kubeconfig")
+            .arg(&path);
+        if let Some(context) = context {
+            command.args(["--context", context]);
+        }
+        command.args(["status", NAME]);
+        async move { command.output().await.expect("the plugin runs") }
+    };
+
+    let out = run(Some("fake")).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains(CANARY),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The context's namespace was used: no -n was given.
+    assert!(stdout.contains(TEST_NAMESPACE), "{stdout}");
+
+    let out = run(None).await;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the current context points nowhere"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

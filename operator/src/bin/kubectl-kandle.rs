@@ -19,6 +19,12 @@ struct Cli {
     /// Namespace of the ModelDeployment (default: the kubeconfig context's, else `default`).
     #[arg(short, long, global = true)]
     namespace: Option<String>,
+    /// The kubeconfig file (default: `KUBECONFIG`, then `~/.kube/config`, then in-cluster).
+    #[arg(long, global = true, value_name = "PATH")]
+    kubeconfig: Option<std::path::PathBuf>,
+    /// The kubeconfig context to use (default: its current context).
+    #[arg(long, global = true, value_name = "NAME")]
+    context: Option<String>,
     #[command(subcommand)]
     verb: Verb,
 }
@@ -33,7 +39,7 @@ enum Verb {
         #[arg(short, long)]
         watch: bool,
     },
-    /// End a canary step that waits for a promote (`--full`: promote the canary at once).
+    /// End the canary's current step now (`--full`: promote the canary at once).
     Promote {
         /// The ModelDeployment.
         name: String,
@@ -46,7 +52,8 @@ enum Verb {
         /// The ModelDeployment.
         name: String,
     },
-    /// Start an aborted canary again from its first step.
+    /// Start an aborted canary again from its first step (or walk the steps of one that is
+    /// being promoted without them).
     Retry {
         /// The ModelDeployment.
         name: String,
@@ -88,9 +95,28 @@ async fn main() {
     }
 }
 
+/// A client from the kubeconfig kubectl would use, or the one `--kubeconfig` and `--context`
+/// name.
+async fn client(cli: &Cli) -> anyhow::Result<kube::Client> {
+    let options = kube::config::KubeConfigOptions {
+        context: cli.context.clone(),
+        ..Default::default()
+    };
+    let config = match (&cli.kubeconfig, &cli.context) {
+        (Some(path), _) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .map_err(|err| anyhow::anyhow!("reading {}: {err}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &options).await?
+        }
+        (None, Some(_)) => kube::Config::from_kubeconfig(&options).await?,
+        (None, None) => kube::Config::infer().await?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let client = kube::Client::try_default().await.map_err(|err| {
-        anyhow::anyhow!("configuring the Kubernetes client from the kubeconfig: {err}")
+    let client = client(&cli).await.map_err(|err| {
+        anyhow::anyhow!("configuring the Kubernetes client from the kubeconfig: {err:#}")
     })?;
     let namespace = cli
         .namespace
