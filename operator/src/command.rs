@@ -7,6 +7,10 @@
 
 use std::fmt;
 
+use kandle_crds::labels::COMMAND_ANNOTATION;
+use kandle_crds::ModelDeployment;
+use kube::ResourceExt;
+
 pub use crate::canary::Command;
 
 /// The verbs, as written in the annotation.
@@ -18,6 +22,14 @@ pub const VERBS: &[&str] = &[
     "pause",
     "resume",
 ];
+
+/// The `kandle.dev/command` annotation of `md` when the operator has not acted on it yet (it is
+/// not the value `status.lastCommand` records).
+pub fn pending(md: &ModelDeployment) -> Option<&str> {
+    let value = md.annotations().get(COMMAND_ANNOTATION)?;
+    let done = md.status.as_ref().and_then(|s| s.last_command.as_ref());
+    (done != Some(value)).then_some(value.as_str())
+}
 
 /// Reads an annotation value; the error names what is wrong.
 pub fn parse(value: &str) -> Result<Command, String> {
@@ -33,8 +45,7 @@ pub fn parse(value: &str) -> Result<Command, String> {
         "pause" => Ok(Command::Pause),
         "resume" => Ok(Command::Resume),
         other => Err(format!(
-            "unknown command {other:?} in {}: expected one of {}",
-            kandle_crds::labels::COMMAND_ANNOTATION,
+            "unknown command {other:?} in {COMMAND_ANNOTATION}: expected one of {}",
             VERBS.join(", ")
         )),
     }

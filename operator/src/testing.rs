@@ -271,6 +271,20 @@ impl MdBuilder {
         self.md.spec.rollout.analysis = Some(analysis);
         self
     }
+    /// Splits traffic with an HTTPRoute attached to the Gateway `gateway`.
+    pub fn with_http_route(mut self, gateway: &str) -> Self {
+        self.md.spec.rollout.traffic_routing = Some(kandle_crds::TrafficRouting {
+            http_route: Some(kandle_crds::HttpRouteRouting {
+                parent_refs: vec![kandle_crds::GatewayParentRef {
+                    name: gateway.to_string(),
+                    namespace: None,
+                    section_name: None,
+                }],
+                hostnames: Vec::new(),
+            }),
+        });
+        self
+    }
     /// Sets an annotation.
     pub fn with_annotation(mut self, key: &str, value: &str) -> Self {
         self.md

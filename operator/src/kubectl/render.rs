@@ -239,13 +239,7 @@ pub fn status(md: &ModelDeployment, deployments: &[Deployment], pods: &[Pod]) ->
 /// The `kandle.dev/command` annotation, while the operator has not recorded it in
 /// `status.lastCommand` yet.
 pub fn pending_command(md: &ModelDeployment) -> Option<&str> {
-    let value = md.annotations().get(labels::COMMAND_ANNOTATION)?;
-    let acted = md
-        .status
-        .as_ref()
-        .and_then(|s| s.last_command.as_deref())
-        .is_some_and(|last| last == value);
-    (!acted).then_some(value.as_str())
+    crate::command::pending(md)
 }
 
 /// `Progressing, step 2 of 3`.

@@ -9,8 +9,8 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use k8s_openapi::jiff::Timestamp;
 use kandle_crds::{
-    labels, AnalysisResult, CanaryPhase, CanaryStatus, ModelDeployment, RevisionOutcome,
-    RolloutStrategy, StableDuringCanary,
+    AnalysisResult, CanaryPhase, CanaryStatus, ModelDeployment, RevisionOutcome, RolloutStrategy,
+    StableDuringCanary,
 };
 use kube::ResourceExt;
 
@@ -66,9 +66,7 @@ pub struct CanaryPass {
 
 /// A `kandle.dev/command` not acted on before: its whole value and what it asks.
 pub fn pending_command(md: &ModelDeployment) -> Option<(String, Result<Command, String>)> {
-    let value = md.annotations().get(labels::COMMAND_ANNOTATION)?;
-    let done = md.status.as_ref().and_then(|s| s.last_command.as_ref());
-    (done != Some(value)).then(|| (value.clone(), command::parse(value)))
+    command::pending(md).map(|value| (value.to_string(), command::parse(value)))
 }
 
 /// Whether `target` is rolled out as a canary at all: the strategy says so and another

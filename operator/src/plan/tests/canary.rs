@@ -548,16 +548,12 @@ proptest! {
 }
 
 fn with_route(md: &mut ModelDeployment) {
-    md.spec.rollout.traffic_routing = Some(kandle_crds::TrafficRouting {
-        http_route: Some(kandle_crds::HttpRouteRouting {
-            parent_refs: vec![kandle_crds::GatewayParentRef {
-                name: "public".to_string(),
-                namespace: None,
-                section_name: None,
-            }],
-            hostnames: Vec::new(),
-        }),
-    });
+    md.spec.rollout.traffic_routing = crate::testing::md("bert")
+        .with_http_route("public")
+        .build()
+        .spec
+        .rollout
+        .traffic_routing;
 }
 
 fn route_weights(plan: &Plan) -> Vec<(String, i32)> {

@@ -47,17 +47,10 @@ fn a_converged_model_deployment_needs_no_write() {
 
 #[test]
 fn a_converged_model_deployment_with_an_http_route_needs_no_write() {
-    let mut m = md("minilm").with_replicas(2).build();
-    m.spec.rollout.traffic_routing = Some(kandle_crds::TrafficRouting {
-        http_route: Some(kandle_crds::HttpRouteRouting {
-            parent_refs: vec![kandle_crds::GatewayParentRef {
-                name: "public".to_string(),
-                namespace: None,
-                section_name: None,
-            }],
-            hostnames: Vec::new(),
-        }),
-    });
+    let m = md("minilm")
+        .with_replicas(2)
+        .with_http_route("public")
+        .build();
     let (m, seen) = converged(&m);
     assert!(seen.route.is_some() && seen.revision_services.len() == 1);
     let plan = without_no_ops(plan_at(&m, &seen, 60), &m, &seen);
