@@ -23,7 +23,8 @@ mod spec;
 mod status;
 
 pub use model::{
-    Dtype, HostPathSource, HttpSource, ImageSource, ModelSource, ModelSpec, PvcSource, Task,
+    is_commit, Dtype, HostPathSource, HttpSource, HuggingFaceSource, ImageSource, ModelSource,
+    ModelSpec, PvcSource, S3Source, SecretKeyRef, SecretRef, Task, DEFAULT_HUB_ENDPOINT,
 };
 pub use resources::{GpuSpec, ResourceAmounts, ResourcesSpec, SchedulingSpec};
 pub use rollout::{
@@ -32,8 +33,8 @@ pub use rollout::{
 };
 pub use spec::{ModelDeployment, ModelDeploymentSpec, RuntimeSpec};
 pub use status::{
-    AnalysisResult, AutoscalingStatus, CanaryPhase, CanaryStatus, ModelDeploymentStatus,
-    RevisionFigures, RevisionOutcome, RevisionRecord,
+    AnalysisResult, AutoscalingStatus, CanaryPhase, CanaryStatus, HuggingFaceStatus,
+    ModelDeploymentStatus, RevisionFigures, RevisionOutcome, RevisionRecord,
 };
 
 use kube::CustomResourceExt;

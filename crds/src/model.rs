@@ -25,7 +25,7 @@ pub struct ModelSpec {
     #[serde(default)]
     pub task: Task,
     /// Where the model folder (Hugging Face layout: config.json, *.safetensors, tokenizer.json)
-    /// comes from. Exactly one of `pvc`, `hostPath`, `image` or `http`.
+    /// comes from. Exactly one of `huggingFace`, `s3`, `pvc`, `hostPath`, `image` or `http`.
     pub source: ModelSource,
     /// Weights precision. `auto` is f16 on a GPU and f32 on a CPU.
     #[serde(default)]
@@ -68,8 +68,17 @@ pub enum Dtype {
 /// Where the model folder comes from; exactly one field is set.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("[has(self.pvc), has(self.hostPath), has(self.image), has(self.http)].filter(x, x).size() == 1").message("spec.model.source: exactly one of pvc, hostPath, image or http must be set"))]
+#[x_kube(validation = Rule::new("[has(self.huggingFace), has(self.s3), has(self.pvc), has(self.hostPath), has(self.image), has(self.http)].filter(x, x).size() == 1").message("spec.model.source: exactly one of huggingFace, s3, pvc, hostPath, image or http must be set"))]
 pub struct ModelSource {
+    /// A Hugging Face Hub repository, fetched by an init container (`kandle-runtime fetch hf`)
+    /// before the runtime starts: each file is checked against the Hub's hashes, and an
+    /// interrupted download resumes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hugging_face: Option<HuggingFaceSource>,
+    /// A prefix in S3-compatible object storage, fetched by an init container
+    /// (`kandle-runtime fetch s3`) before the runtime starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Source>,
     /// A PersistentVolumeClaim holding the model folder, mounted read-only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pvc: Option<PvcSource>,
@@ -81,7 +90,8 @@ pub struct ModelSource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<ImageSource>,
     /// A tar archive (optionally gzip-compressed) of the model folder, downloaded by an init
-    /// container and checked against `sha256` before the runtime starts.
+    /// container (`kandle-runtime fetch http`) and checked against `sha256` before the runtime
+    /// starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpSource>,
 }
@@ -132,4 +142,118 @@ pub struct HttpSource {
     /// when it does not match.
     #[schemars(regex(pattern = r"^[a-f0-9]{64}$"))]
     pub sha256: String,
+}
+
+/// A model repository on the Hugging Face Hub (or a server speaking its API, such as a mirror).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HuggingFaceSource {
+    /// Repository id, `organization/name` (for example `sentence-transformers/all-MiniLM-L6-v2`).
+    #[schemars(
+        length(min = 1, max = 200),
+        regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+    )]
+    pub repo: String,
+    /// A commit hash (recommended: 40 hex characters), a branch or a tag. A branch or tag is
+    /// resolved to its commit once and recorded in `status.huggingFace`; every pod fetches that
+    /// commit, so the model never changes under a running deployment. To move to a branch's new
+    /// head, set the new commit (or another revision name).
+    #[serde(default = "default_hub_revision")]
+    #[schemars(length(min = 1, max = 255), regex(pattern = r"^[^\s]+$"))]
+    pub revision: String,
+    /// Glob patterns of the files to fetch (`*` does not cross `/`). Default: `*.json`,
+    /// `*.safetensors`, `*.txt`, `*.model`, `*.gguf` and `1_Pooling/*`, which leaves out other
+    /// frameworks' weights (ONNX, OpenVINO, PyTorch `.bin`) and the README.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub files: Vec<String>,
+    /// The key of a Secret in the ModelDeployment's namespace holding a Hub access token, for
+    /// gated and private models. The operator reads it to resolve a branch or tag; the fetch
+    /// init container gets it as `HF_TOKEN`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret_ref: Option<SecretKeyRef>,
+    /// Base URL of the Hub API. Default: `https://huggingface.co`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048), regex(pattern = r"^https?://[^\s]+$"))]
+    pub endpoint: Option<String>,
+}
+
+/// The Hub's own address, where `huggingFace.endpoint` is not set.
+pub const DEFAULT_HUB_ENDPOINT: &str = "https://huggingface.co";
+
+fn default_hub_revision() -> String {
+    "main".to_string()
+}
+
+impl HuggingFaceSource {
+    /// The Hub API base URL, without a trailing `/`.
+    pub fn endpoint(&self) -> &str {
+        self.endpoint
+            .as_deref()
+            .unwrap_or(DEFAULT_HUB_ENDPOINT)
+            .trim_end_matches('/')
+    }
+}
+
+/// Whether `revision` is a full commit hash (40 lowercase hex characters), which needs no
+/// resolving.
+pub fn is_commit(revision: &str) -> bool {
+    revision.len() == 40
+        && revision
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// One key of a Secret in the ModelDeployment's namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key in the Secret. Default: `token`.
+    #[serde(default = "default_token_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+fn default_token_key() -> String {
+    "token".to_string()
+}
+
+/// A prefix in S3-compatible object storage (AWS S3, MinIO, Ceph RGW, GCS interoperability...).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Source {
+    /// Bucket name.
+    #[schemars(length(min = 3, max = 63))]
+    pub bucket: String,
+    /// Key prefix of the model folder (for example `models/minilm/`); every object under it is
+    /// fetched, keeping its path below the prefix. Default: the whole bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub prefix: Option<String>,
+    /// Endpoint URL of an S3-compatible service (path-style requests). Default: AWS S3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048), regex(pattern = r"^https?://[^\s]+$"))]
+    pub endpoint: Option<String>,
+    /// Region of the bucket. Default: `us-east-1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub region: Option<String>,
+    /// A Secret in the ModelDeployment's namespace with the keys `AWS_ACCESS_KEY_ID` and
+    /// `AWS_SECRET_ACCESS_KEY` (and optionally `AWS_SESSION_TOKEN`). Without it, the pod's own
+    /// identity is used (IRSA or EKS Pod Identity through the ServiceAccount, or the node's
+    /// instance profile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<SecretRef>,
+}
+
+/// A Secret in the ModelDeployment's namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
 }

@@ -59,12 +59,28 @@ pub struct ModelDeploymentStatus {
     /// the unique suffix `kubectl kandle` adds), so a command is never applied twice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_command: Option<String>,
+    /// The Hub commit the pods fetch, while `spec.model.source` is `huggingFace`: a branch or
+    /// tag is resolved once and kept here, so the model does not change when the branch moves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hugging_face: Option<HuggingFaceStatus>,
     /// In-cluster URL of the model's Service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     /// What the autoscaler saw and decided, while `spec.autoscaling` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<AutoscalingStatus>,
+}
+
+/// A Hugging Face revision resolved to its commit.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct HuggingFaceStatus {
+    /// `spec.model.source.huggingFace.repo` when it was resolved.
+    pub repo: String,
+    /// `spec.model.source.huggingFace.revision` when it was resolved.
+    pub revision: String,
+    /// The commit it named then.
+    pub commit: String,
 }
 
 /// The autoscaler's view: the replica count it wants and why.

@@ -200,7 +200,8 @@ impl Caches {
             pods.iter().map(AsRef::as_ref),
             pvc_exists,
         );
-        with_route(client, md, observed).await
+        let observed = with_route(client, md, observed).await?;
+        Ok(crate::hub::with_resolution(client, md, observed).await)
     }
 
     async fn ready(&self) -> Result<(), Error> {

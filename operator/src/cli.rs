@@ -9,8 +9,8 @@ use crate::autoscale::Windows;
 
 use crate::client::Limits;
 use crate::config::{
-    AutoscaleConfig, OperatorConfig, CONTROLLER_NAME, DEFAULT_FETCH_IMAGE, DEFAULT_KUBE_API_BURST,
-    DEFAULT_KUBE_API_QPS, DEFAULT_RECONCILE_CONCURRENCY, DEFAULT_RUNTIME_IMAGE,
+    AutoscaleConfig, OperatorConfig, CONTROLLER_NAME, DEFAULT_KUBE_API_BURST, DEFAULT_KUBE_API_QPS,
+    DEFAULT_RECONCILE_CONCURRENCY, DEFAULT_RUNTIME_IMAGE,
 };
 
 /// The kandle operator: serves ModelDeployments (kandle.dev/v1alpha1) with kandle-runtime pods.
@@ -56,9 +56,6 @@ pub struct RunArgs {
     /// kandle-runtime image for ModelDeployments that set no spec.runtime.image.
     #[arg(long, env = "KANDLE_RUNTIME_IMAGE", default_value = DEFAULT_RUNTIME_IMAGE)]
     pub runtime_image: String,
-    /// Image of the init container that downloads `http` model sources.
-    #[arg(long, env = "KANDLE_FETCH_IMAGE", default_value = DEFAULT_FETCH_IMAGE)]
-    pub fetch_image: String,
     /// Seconds pods may wait for room on the nodes (a cluster autoscaler adding one) before
     /// the ModelDeployment is reported Degraded (Unschedulable).
     #[arg(
@@ -73,7 +70,7 @@ pub struct RunArgs {
     #[arg(long, env = "KANDLE_ALLOWED_HOST_PATHS", value_delimiter = ',')]
     pub allowed_host_paths: Vec<String>,
     /// How many ModelDeployments may roll out a change the operator itself caused (a new
-    /// default runtime image, fetch image or pod template) at once; the others wait their turn.
+    /// default runtime image or pod template) at once; the others wait their turn.
     #[arg(long, env = "KANDLE_MAX_CONCURRENT_UPGRADES", default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
     pub max_concurrent_upgrades: u16,
     /// Requests per second the operator sends to the Kubernetes API on average (0: no limit);
@@ -121,7 +118,6 @@ impl RunArgs {
         OperatorConfig {
             runtime_image: self.runtime_image.clone(),
             namespace: self.namespace.clone(),
-            fetch_image: self.fetch_image.clone(),
             unschedulable_grace: Duration::from_secs(self.unschedulable_grace_seconds),
             allowed_host_paths: self.allowed_host_paths.clone(),
             max_concurrent_upgrades: usize::from(self.max_concurrent_upgrades),

@@ -8,8 +8,6 @@ use crate::autoscale::Windows;
 
 /// Runtime image used when a `ModelDeployment` sets no `spec.runtime.image`.
 pub const DEFAULT_RUNTIME_IMAGE: &str = "ghcr.io/kandle-dev/kandle-runtime:0.1.0";
-/// Image of the init container that downloads `http` model sources.
-pub const DEFAULT_FETCH_IMAGE: &str = "busybox:1.36";
 /// Field manager of every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "kandle-operator";
 /// Name the operator reports events and leases under.
@@ -31,9 +29,6 @@ pub struct OperatorConfig {
     pub runtime_image: String,
     /// Watch only this namespace; `None` watches all namespaces.
     pub namespace: Option<String>,
-    /// Image of the init container fetching `http` model sources (needs `sh`, `wget`,
-    /// `sha256sum` and `tar`).
-    pub fetch_image: String,
     /// How soon to look again while something is waiting (a rollout in progress).
     pub requeue_waiting: Duration,
     /// How soon to look again when nothing is waiting (a safety net for missed watch events).
@@ -46,7 +41,7 @@ pub struct OperatorConfig {
     /// folder of the node into its pods.
     pub allowed_host_paths: Vec<String>,
     /// How many `ModelDeployment`s may roll out a change the operator caused (a new default
-    /// runtime image, fetch image or template code) at once.
+    /// runtime image or template code) at once.
     pub max_concurrent_upgrades: usize,
     /// How many passes may run at once (0: no limit).
     pub reconcile_concurrency: u16,
@@ -81,7 +76,6 @@ impl Default for OperatorConfig {
         Self {
             runtime_image: DEFAULT_RUNTIME_IMAGE.to_string(),
             namespace: None,
-            fetch_image: DEFAULT_FETCH_IMAGE.to_string(),
             requeue_waiting: Duration::from_secs(30),
             requeue_idle: Duration::from_secs(300),
             unschedulable_grace: Duration::from_secs(300),

@@ -29,6 +29,7 @@ pub mod controller;
 pub mod election;
 pub mod error;
 pub mod http;
+pub mod hub;
 pub mod kubectl;
 pub mod leader;
 pub mod metrics;

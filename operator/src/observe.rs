@@ -52,6 +52,9 @@ pub struct Observed {
     pub route_api_missing: bool,
     /// The analysis intervals of its canary, when one is analysed.
     pub analysis: Option<Intervals>,
+    /// The commit a `huggingFace` source's branch or tag named when the Hub was asked in this
+    /// pass, or why it could not be resolved; `None` when there was nothing to resolve.
+    pub hub_resolution: Option<Result<String, String>>,
 }
 
 /// The label selector of every child (and pod) of the named `ModelDeployment`.
@@ -141,7 +144,8 @@ pub async fn observe(client: &Client, md: &ModelDeployment) -> Result<Observed, 
         pods.iter(),
         pvc_exists,
     );
-    with_route(client, md, observed).await
+    let observed = with_route(client, md, observed).await?;
+    Ok(crate::hub::with_resolution(client, md, observed).await)
 }
 
 /// `observed` with the `ModelDeployment`'s HTTPRoute, read when it routes with one or per-revision
@@ -231,6 +235,7 @@ pub fn assemble<'a>(
         route: None,
         route_api_missing: false,
         analysis: None,
+        hub_resolution: None,
     }
 }
 

@@ -5,7 +5,7 @@
 use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kandle_crds::ModelDeployment;
@@ -23,6 +23,10 @@ pub enum Role {
     /// The Role `kandle-operator-leader-election` in the operator's namespace
     /// (`manifests/rbac/leader-election-role.yaml`).
     LeaderElection,
+    /// The ClusterRole `kandle-hub-token-reader` (`manifests/rbac/optional/hub-token-reader.yaml`),
+    /// not installed by default: an administrator binds it, with a RoleBinding, in each
+    /// namespace whose ModelDeployments name a gated model's branch with a token Secret.
+    HubTokens,
 }
 
 /// Verbs on one resource (or subresource) that the operator calls.
@@ -98,7 +102,7 @@ impl Permission {
 
 /// Every permission the operator needs, in the order `manifests/rbac/` lists them.
 pub fn permissions() -> Vec<Permission> {
-    use Role::{Cluster, LeaderElection};
+    use Role::{Cluster, HubTokens, LeaderElection};
     vec![
         Permission::of::<ModelDeployment>(
             Cluster,
@@ -167,6 +171,13 @@ pub fn permissions() -> Vec<Permission> {
             Cluster,
             &["get"],
             "a pvc model source is checked to exist",
+        ),
+        Permission::of::<Secret>(
+            HubTokens,
+            &["get"],
+            "a huggingFace source naming a branch or tag with a tokenSecretRef: the token is read \
+             to resolve the branch to its commit, once per revision (never listed or watched), \
+             only in namespaces where an administrator bound this role",
         ),
         Permission::of::<Event>(
             Cluster,

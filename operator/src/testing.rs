@@ -9,9 +9,9 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
 use k8s_openapi::api::core::v1::{EnvVar, Toleration};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kandle_crds::{
-    AutoscalingSpec, CanaryStep, Dtype, GpuSpec, HostPathSource, HttpSource, ImageSource,
-    ModelDeployment, ModelDeploymentSpec, ModelDeploymentStatus, ModelSource, ModelSpec, PvcSource,
-    ResourceAmounts, RolloutStrategy, Task,
+    AutoscalingSpec, CanaryStep, Dtype, GpuSpec, HostPathSource, HttpSource, HuggingFaceSource,
+    ImageSource, ModelDeployment, ModelDeploymentSpec, ModelDeploymentStatus, ModelSource,
+    ModelSpec, PvcSource, ResourceAmounts, RolloutStrategy, Task,
 };
 use kube::ResourceExt;
 
@@ -206,6 +206,20 @@ impl MdBuilder {
             http: Some(HttpSource {
                 url: url.to_string(),
                 sha256: sha256.to_string(),
+            }),
+            ..Default::default()
+        };
+        self
+    }
+    /// Serves `repo` at `revision` from the Hugging Face Hub at `endpoint` (`None`: the Hub).
+    pub fn from_hub(mut self, repo: &str, revision: &str, endpoint: Option<&str>) -> Self {
+        self.md.spec.model.source = ModelSource {
+            hugging_face: Some(HuggingFaceSource {
+                repo: repo.to_string(),
+                revision: revision.to_string(),
+                files: Vec::new(),
+                token_secret_ref: None,
+                endpoint: endpoint.map(str::to_string),
             }),
             ..Default::default()
         };

@@ -1,5 +1,5 @@
 //! The operator's upgrade budget: at most `--max-concurrent-upgrades` `ModelDeployment`s roll
-//! out a change the operator itself caused (a new default runtime image, fetch image or pod
+//! out a change the operator itself caused (a new default runtime image or pod
 //! template code) at once, so upgrading the operator never restarts the whole fleet together.
 //! Slots are held per `ModelDeployment` while its upgrade rolls and refreshed by each pass; a
 //! slot not refreshed for a while (its `ModelDeployment` was deleted mid-upgrade) is freed.

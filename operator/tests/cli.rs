@@ -35,7 +35,6 @@ fn help_lists_every_flag() {
     for flag in [
         "--namespace",
         "--runtime-image",
-        "--fetch-image",
         "--metrics-port",
         "--leader-election",
         "--lease-namespace",

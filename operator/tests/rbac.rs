@@ -78,6 +78,11 @@ fn manifests_grant_exactly_the_permissions_the_operator_declares() {
         Role::LeaderElection,
         leader_role.rules.unwrap_or_default(),
     ));
+    let hub_tokens: ClusterRole = read_yaml("manifests/rbac/optional/hub-token-reader.yaml");
+    granted.extend(granted_by(
+        Role::HubTokens,
+        hub_tokens.rules.unwrap_or_default(),
+    ));
 
     let mut needed = BTreeSet::new();
     for p in permissions() {

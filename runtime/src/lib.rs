@@ -9,7 +9,8 @@
 //! ```
 //!
 //! [`serve`] runs the whole server on a given listener, so tests run it in-process; the binary
-//! adds flag parsing, logging, CPU thread sizing and signal handling around it.
+//! adds flag parsing, logging, CPU thread sizing and signal handling around it. [`fetch`] is
+//! the `kandle-runtime fetch` subcommand that fills the model folder before the server starts.
 #![forbid(unsafe_code)]
 #![deny(warnings)]
 
@@ -20,6 +21,7 @@ pub mod config;
 pub mod device;
 pub mod engine;
 pub mod error;
+pub mod fetch;
 mod listener;
 pub mod metrics;
 pub mod model;

@@ -1,4 +1,5 @@
-//! The `kandle-runtime` binary: flags, logging, threads and signals around [`kandle_runtime::serve`].
+//! The `kandle-runtime` binary: flags, logging, threads and signals around [`kandle_runtime::serve`];
+//! `kandle-runtime fetch ...` runs [`kandle_runtime::fetch`] instead.
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
@@ -6,10 +7,14 @@ use std::time::Duration;
 
 use clap::Parser;
 use kandle_runtime::config::LogFormat;
+use kandle_runtime::fetch::{self, FetchCommand};
 use kandle_runtime::{device, Config};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|arg| arg == "fetch") {
+        return fetch_main(FetchCommand::parse_from(std::env::args_os().skip(1)));
+    }
     let config = Config::parse();
     init_logging(config.log_format);
     // Before any other thread exists: candle's matmuls size their work from this.
@@ -41,6 +46,22 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = %format!("{err:#}"), "kandle-runtime failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn fetch_main(command: FetchCommand) -> ExitCode {
+    init_logging(LogFormat::Text);
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(fetch::run(&command)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            fetch::report_failure(&err, &command.common().termination_log);
             ExitCode::FAILURE
         }
     }

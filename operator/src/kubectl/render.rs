@@ -129,6 +129,15 @@ pub fn status(md: &ModelDeployment, deployments: &[Deployment], pods: &[Pod]) ->
         None => spec.model.name.clone(),
     };
     field("Model", &model);
+    if let Some(hub) = &status.hugging_face {
+        let commit = &hub.commit[..hub.commit.len().min(12)];
+        let pinned = if hub.revision == hub.commit {
+            format!("{}@{commit}", hub.repo)
+        } else {
+            format!("{}@{} (commit {commit})", hub.repo, hub.revision)
+        };
+        field("Source", &format!("huggingFace {pinned}"));
+    }
     let generation = match (md.metadata.generation, status.observed_generation) {
         (Some(g), Some(o)) if g == o => format!("{g} (observed)"),
         (Some(g), Some(o)) => format!("{g} (operator has seen {o})"),
@@ -717,6 +726,36 @@ Conditions:
 ";
         let view = status(&md, &deployments, &pods);
         assert_eq!(view, expected, "got:\n{view}");
+    }
+
+    #[test]
+    fn a_hub_source_shows_the_commit_its_branch_was_resolved_to() {
+        let (mut md, deployments, pods) = canary_at_step_two();
+        let hub = kandle_crds::HuggingFaceStatus {
+            repo: "sentence-transformers/all-MiniLM-L6-v2".into(),
+            revision: "main".into(),
+            commit: "c9745ed1d9f207416be6d2e6f8de32d1f16199bf".into(),
+        };
+        md.status.as_mut().unwrap().hugging_face = Some(hub.clone());
+        let view = status(&md, &deployments, &pods);
+        assert!(
+            view.contains(
+                "\nSource:     huggingFace sentence-transformers/all-MiniLM-L6-v2@main \
+                 (commit c9745ed1d9f2)\n"
+            ),
+            "{view}"
+        );
+        md.status.as_mut().unwrap().hugging_face = Some(kandle_crds::HuggingFaceStatus {
+            revision: hub.commit.clone(),
+            ..hub
+        });
+        let view = status(&md, &deployments, &pods);
+        assert!(
+            view.contains(
+                "\nSource:     huggingFace sentence-transformers/all-MiniLM-L6-v2@c9745ed1d9f2\n"
+            ),
+            "{view}"
+        );
     }
 
     #[test]

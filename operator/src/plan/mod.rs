@@ -166,7 +166,7 @@ pub struct Plan {
     /// pods waiting for room), counted from the pass's time; no watch event marks it.
     pub recheck_in: Option<std::time::Duration>,
     /// The current spec differs from the stable revision only in what the operator supplies
-    /// (a new default runtime image, fetch image or template code): a rollout that needs one
+    /// (a new default runtime image or template code): a rollout that needs one
     /// of the operator's upgrade slots. With [`Observed::upgrade_waits`] set it is held back.
     pub operator_upgrade: bool,
     /// A failing analysis interval that ended then aborted the canary in this pass: the
@@ -209,7 +209,11 @@ pub fn plan(
     };
     let observed = &view.observed;
     let target_of = |snapshot: &RevisionSnapshot| revision_name(&md.name_any(), &snapshot.hash());
-    let fresh = RevisionSnapshot::of(md, config);
+    let hub = crate::hub::pinned(md, observed);
+    let hub_commit = hub.as_ref().and_then(|h| h.as_ref().ok());
+    let fresh = RevisionSnapshot::of(md, config).pinned(hub_commit.map(|h| h.commit.as_str()));
+    // A branch or tag not resolved to a commit: no revision of it can be built.
+    let unresolved = hub.as_ref().and_then(|h| h.as_ref().err()).cloned();
     let known = known_revisions(observed);
     let serving = current_stable(md, observed, &known, &target_of(&fresh));
     let serving_known = serving
@@ -256,11 +260,12 @@ pub fn plan(
         unschedulable_grace: config.unschedulable_grace,
     };
     let operator_problem = verdicts::spec_problem(md, observed, config);
-    let look_again = operator_problem.is_some();
+    let look_again = operator_problem.is_some() || unresolved.is_some();
     let spec_problem = operator_problem.or_else(|| rejection::standing_refusal(md));
-    let degraded = match &spec_problem {
-        Some(problem) => Verdict::yes(reasons::INVALID_SPEC, problem.clone()),
-        None => canary
+    let degraded = match (&spec_problem, &unresolved) {
+        (Some(problem), _) => Verdict::yes(reasons::INVALID_SPEC, problem.clone()),
+        (None, Some(problem)) => Verdict::yes(reasons::MODEL_FETCH_FAILED, problem.clone()),
+        (None, None) => canary
             .as_ref()
             .and_then(progressive::degraded)
             .unwrap_or_else(|| {
@@ -283,6 +288,11 @@ pub fn plan(
             selector: Some(pod_selector_string(&md.name_any())),
             url: Some(service_url(md)),
             autoscaling: autoscaling_status,
+            hugging_face: match hub {
+                Some(Ok(resolved)) => Some(resolved),
+                Some(Err(_)) => previous.hugging_face.clone(),
+                None => None,
+            },
             ..previous.clone()
         },
         now: now.clone(),
@@ -304,6 +314,12 @@ pub fn plan(
     } else if let Some(problem) = spec_problem {
         let progressing = Verdict::no(
             reasons::INVALID_SPEC,
+            format!("{problem}; no new revision is created"),
+        );
+        frozen(md, observed, pass, progressing)
+    } else if let Some(problem) = unresolved {
+        let progressing = Verdict::no(
+            reasons::MODEL_FETCH_FAILED,
             format!("{problem}; no new revision is created"),
         );
         frozen(md, observed, pass, progressing)

@@ -1,12 +1,13 @@
 //! The model volume of a revision's pods, from `spec.model.source`: a PVC, a host folder, an
-//! OCI image volume, or an emptyDir filled by an init container that downloads an archive and
-//! checks its sha256 before the runtime starts.
+//! OCI image volume, or an emptyDir filled before the runtime starts by an init container
+//! running the runtime image's own fetcher (`kandle-runtime fetch hf|s3|http`), which retries,
+//! resumes, checks hashes and says what went wrong in the pod's status.
 
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, EnvVar, HostPathVolumeSource, ImageVolumeSource,
-    PersistentVolumeClaimVolumeSource, Volume, VolumeMount,
+    Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, HostPathVolumeSource, ImageVolumeSource,
+    PersistentVolumeClaimVolumeSource, SecretKeySelector, Volume, VolumeMount,
 };
-use kandle_crds::{HttpSource, ModelSource};
+use kandle_crds::{HttpSource, HuggingFaceSource, ModelSource, S3Source};
 
 use super::pod_template::restricted_security_context;
 
@@ -14,11 +15,16 @@ use super::pod_template::restricted_security_context;
 pub const MODEL_DIR: &str = "/models/model";
 /// Name of the model volume.
 pub const MODEL_VOLUME: &str = "model";
-/// Name of the init container downloading `http` sources.
+/// Name of the init container fetching `huggingFace`, `s3` and `http` sources.
 pub const FETCH_CONTAINER: &str = "fetch-model";
-/// Where the init container stores the archive before unpacking it (inside the model volume,
-/// so the node holds one copy of the model, not two).
-const ARCHIVE_PATH: &str = "/models/model/.kandle-archive";
+/// The environment variable the fetcher reads a Hub token from.
+pub const HF_TOKEN_ENV: &str = "HF_TOKEN";
+/// The keys an S3 credentials Secret holds, passed to the fetcher under the same names.
+const S3_SECRET_KEYS: [(&str, bool); 3] = [
+    ("AWS_ACCESS_KEY_ID", false),
+    ("AWS_SECRET_ACCESS_KEY", false),
+    ("AWS_SESSION_TOKEN", true),
+];
 
 /// The volume, the runtime container's mount and, for `http` sources, the init container.
 #[derive(Clone, Debug, PartialEq)]
@@ -34,7 +40,7 @@ pub struct ModelVolume {
 /// Builds the model volume for `source`. A source with no field set (the API server's CEL rule
 /// rejects it) yields an empty directory, so the runtime fails with "no model" rather than the
 /// operator panicking.
-pub fn model_volume(source: &ModelSource, fetch_image: &str) -> ModelVolume {
+pub fn model_volume(source: &ModelSource, runtime_image: &str) -> ModelVolume {
     let mut mount = VolumeMount {
         name: MODEL_VOLUME.to_string(),
         mount_path: MODEL_DIR.to_string(),
@@ -65,9 +71,21 @@ pub fn model_volume(source: &ModelSource, fetch_image: &str) -> ModelVolume {
         });
     } else {
         volume.empty_dir = Some(EmptyDirVolumeSource::default());
-        if let Some(http) = &source.http {
-            init_container = Some(fetch_container(http, fetch_image));
-        }
+        init_container = fetch_args(source).map(|(args, env)| Container {
+            name: FETCH_CONTAINER.to_string(),
+            image: Some(runtime_image.to_string()),
+            args: Some(args),
+            env: (!env.is_empty()).then_some(env),
+            volume_mounts: Some(vec![VolumeMount {
+                name: MODEL_VOLUME.to_string(),
+                mount_path: MODEL_DIR.to_string(),
+                ..Default::default()
+            }]),
+            // The fetcher writes its error there; the logs' tail stands in if it could not.
+            termination_message_policy: Some("FallbackToLogsOnError".to_string()),
+            security_context: Some(restricted_security_context()),
+            ..Default::default()
+        });
     }
     ModelVolume {
         volume,
@@ -76,49 +94,91 @@ pub fn model_volume(source: &ModelSource, fetch_image: &str) -> ModelVolume {
     }
 }
 
-/// The archive is compressed when its URL says so (query strings aside).
-fn is_gzip(url: &str) -> bool {
-    let path = url.split(['?', '#']).next().unwrap_or(url);
-    path.ends_with(".gz") || path.ends_with(".tgz")
+/// The fetcher's arguments and environment for a source fetched by an init container.
+fn fetch_args(source: &ModelSource) -> Option<(Vec<String>, Vec<EnvVar>)> {
+    let (mut args, env) = if let Some(hf) = &source.hugging_face {
+        hub_args(hf)
+    } else if let Some(s3) = &source.s3 {
+        s3_args(s3)
+    } else {
+        http_args(source.http.as_ref()?)
+    };
+    args.extend(["--dest".to_string(), MODEL_DIR.to_string()]);
+    Some((args, env))
 }
 
-/// The init container downloading and checking an `http` source. The URL and checksum travel
-/// as environment variables, never spliced into the script, so no URL can inject shell.
-fn fetch_container(http: &HttpSource, fetch_image: &str) -> Container {
-    let unpack = if is_gzip(&http.url) {
-        "tar -xzf"
-    } else {
-        "tar -xf"
-    };
-    let script = format!(
-        "set -eu\n\
-         wget -q -O {ARCHIVE_PATH} \"$MODEL_URL\"\n\
-         echo \"$MODEL_SHA256  {ARCHIVE_PATH}\" | sha256sum -c -\n\
-         {unpack} {ARCHIVE_PATH} -C {MODEL_DIR}\n\
-         rm -f {ARCHIVE_PATH}\n"
-    );
-    Container {
-        name: FETCH_CONTAINER.to_string(),
-        image: Some(fetch_image.to_string()),
-        command: Some(vec!["sh".into(), "-c".into(), script]),
-        env: Some(vec![
-            EnvVar {
-                name: "MODEL_URL".into(),
-                value: Some(http.url.clone()),
-                ..Default::default()
-            },
-            EnvVar {
-                name: "MODEL_SHA256".into(),
-                value: Some(http.sha256.clone()),
-                ..Default::default()
-            },
-        ]),
-        volume_mounts: Some(vec![VolumeMount {
-            name: MODEL_VOLUME.to_string(),
-            mount_path: MODEL_DIR.to_string(),
+fn hub_args(hf: &HuggingFaceSource) -> (Vec<String>, Vec<EnvVar>) {
+    let mut args = words(&[
+        "fetch",
+        "hf",
+        "--repo",
+        &hf.repo,
+        "--revision",
+        &hf.revision,
+    ]);
+    args.extend(["--endpoint".to_string(), hf.endpoint().to_string()]);
+    for pattern in &hf.files {
+        args.extend(["--file".to_string(), pattern.clone()]);
+    }
+    let env = hf
+        .token_secret_ref
+        .iter()
+        .map(|r| secret_env(HF_TOKEN_ENV, &r.name, &r.key, false))
+        .collect();
+    (args, env)
+}
+
+fn s3_args(s3: &S3Source) -> (Vec<String>, Vec<EnvVar>) {
+    let mut args = words(&["fetch", "s3", "--bucket", &s3.bucket]);
+    for (flag, value) in [
+        ("--prefix", &s3.prefix),
+        ("--endpoint", &s3.endpoint),
+        ("--region", &s3.region),
+    ] {
+        if let Some(value) = value {
+            args.extend([flag.to_string(), value.clone()]);
+        }
+    }
+    let env = s3
+        .credentials_secret_ref
+        .iter()
+        .flat_map(|r| {
+            S3_SECRET_KEYS
+                .iter()
+                .map(|(key, optional)| secret_env(key, &r.name, key, *optional))
+        })
+        .collect();
+    (args, env)
+}
+
+fn http_args(http: &HttpSource) -> (Vec<String>, Vec<EnvVar>) {
+    let args = words(&[
+        "fetch",
+        "http",
+        "--url",
+        &http.url,
+        "--sha256",
+        &http.sha256,
+    ]);
+    (args, Vec::new())
+}
+
+fn words(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// `name` from key `key` of Secret `secret`.
+fn secret_env(name: &str, secret: &str, key: &str, optional: bool) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.to_string(),
+                key: key.to_string(),
+                optional: optional.then_some(true),
+            }),
             ..Default::default()
-        }]),
-        security_context: Some(restricted_security_context()),
+        }),
         ..Default::default()
     }
 }

@@ -49,7 +49,7 @@ pub fn pod_template(
     config: &OperatorConfig,
 ) -> PodTemplateSpec {
     let hash = snapshot.hash();
-    let model = model_volume(&snapshot.model.source, snapshot.fetch_image(config));
+    let model = model_volume(&snapshot.model.source, snapshot.image(config));
     let tmp_volume = Volume {
         name: TMP_VOLUME.to_string(),
         empty_dir: Some(EmptyDirVolumeSource::default()),

@@ -29,9 +29,10 @@ pub struct RevisionSnapshot {
     pub resources: ResourcesSpec,
     /// `spec.scheduling`.
     pub scheduling: SchedulingSpec,
-    /// The image of the init container fetching an `http` source (the operator's
-    /// `--fetch-image`), so a new fetch image is a new, recorded revision; unset for sources
-    /// that need no fetch.
+    /// The image of the init container that fetched an `http` source in revisions recorded
+    /// by operators before 0.2 (busybox). Sources are now fetched by the runtime image's own
+    /// `kandle-runtime fetch`, so it is never set; a revision that had it differs from the
+    /// same spec today, which rolls it out as an operator upgrade.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fetch_image: Option<String>,
     /// Version of the pod template code that rendered this revision. A change of the template
@@ -65,20 +66,18 @@ impl RevisionSnapshot {
             runtime,
             resources: md.spec.resources.clone(),
             scheduling: md.spec.scheduling.clone(),
-            fetch_image: md
-                .spec
-                .model
-                .source
-                .http
-                .as_ref()
-                .map(|_| config.fetch_image.clone()),
+            fetch_image: None,
             template_version: TEMPLATE_VERSION,
         }
     }
 
-    /// The fetch image of this revision.
-    pub fn fetch_image<'a>(&'a self, config: &'a OperatorConfig) -> &'a str {
-        self.fetch_image.as_deref().unwrap_or(&config.fetch_image)
+    /// The snapshot with a `huggingFace` source pinned to `commit` (its branch or tag resolved),
+    /// so the revision names the exact model its pods fetch.
+    pub fn pinned(mut self, commit: Option<&str>) -> Self {
+        if let (Some(hf), Some(commit)) = (self.model.source.hugging_face.as_mut(), commit) {
+            hf.revision = commit.to_string();
+        }
+        self
     }
 
     /// The runtime image of this revision.

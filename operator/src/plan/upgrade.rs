@@ -1,5 +1,6 @@
 //! Operator upgrades: a new operator may change what every revision's pods look like at once (a
-//! new default runtime image, fetch image or pod template code). Such a change is a new
+//! new default runtime image or pod template code, or the end of the busybox
+//! fetch image). Such a change is a new
 //! revision like any other, but the operator lets only a bounded number of `ModelDeployment`s
 //! roll one out at a time (`--max-concurrent-upgrades`); the others keep their stable revision,
 //! say that they wait, and roll when a slot frees.
@@ -9,7 +10,7 @@ use kandle_crds::ModelDeployment;
 use super::revision::{KnownRevision, RevisionSnapshot};
 
 /// Whether `fresh` (the current spec's snapshot) differs from the stable revision's only in
-/// what the operator supplies: the runtime image when the spec sets none, the fetch image and
+/// what the operator supplies: the runtime image when the spec sets none, the old fetch image and
 /// the template version.
 pub fn operator_only_change(
     md: &ModelDeployment,

@@ -51,7 +51,8 @@ pub use nodes::{NodeSpec, A100, H100};
 pub use operator::OperatorProcess;
 pub use serving::embed;
 pub use waits::{
-    has_condition, is_ready_for_generation, pod_ip, pod_is_ready, stable_revision, E2E_DEADLINE,
+    condition_is, condition_message, has_condition, is_ready_for_generation, pod_ip, pod_is_ready,
+    stable_revision, E2E_DEADLINE,
 };
 
 // Async-safe and bound to no runtime, so tests on different runtimes can share it.

@@ -47,6 +47,27 @@ pub fn has_condition(md: &ModelDeployment, type_: &str, status: &str) -> bool {
     })
 }
 
+/// Whether the named condition says `status` with `reason` for the current generation.
+pub fn condition_is(md: &ModelDeployment, type_: &str, status: &str, reason: &str) -> bool {
+    md.status.as_ref().is_some_and(|s| {
+        s.conditions.iter().any(|c| {
+            c.type_ == type_
+                && c.status == status
+                && c.reason == reason
+                && c.observed_generation == md.metadata.generation
+        })
+    })
+}
+
+/// The message of the named condition; empty when there is none.
+pub fn condition_message(md: &ModelDeployment, type_: &str) -> String {
+    md.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}
+
 /// Whether the status describes the current generation and says `Ready=True`.
 pub fn is_ready_for_generation(md: &ModelDeployment) -> bool {
     let observed = md.status.as_ref().and_then(|s| s.observed_generation);
@@ -130,6 +151,27 @@ impl E2e {
             .await;
         let stable = stable_revision(&md).expect("a Ready ModelDeployment has a stable revision");
         (md, stable)
+    }
+
+    /// Waits until the ModelDeployment is `Degraded=True` with `reason` for its generation and
+    /// its message holds `needle`; returns it and the message. Fails the test otherwise.
+    pub async fn wait_degraded(
+        &self,
+        name: &str,
+        reason: &str,
+        needle: &str,
+    ) -> (ModelDeployment, String) {
+        let degraded = self
+            .wait_md(name, &format!("Degraded with {reason}: {needle}"), |md| {
+                condition_is(md, conditions::DEGRADED, "True", reason)
+                    && condition_message(md, conditions::DEGRADED).contains(needle)
+            })
+            .await;
+        let md = self
+            .expect(degraded, &format!("{name} reports {reason}"))
+            .await;
+        let message = condition_message(&md, conditions::DEGRADED);
+        (md, message)
     }
 
     /// Waits until the ModelDeployment is `Ready=True` for its current generation.

@@ -6,6 +6,7 @@ mod argocd_actions;
 mod autoscaling;
 mod canary;
 mod failures;
+mod hub;
 mod invalid;
 mod kstatus;
 mod noop;

@@ -1,7 +1,7 @@
-use k8s_openapi::api::core::v1::Toleration;
+use k8s_openapi::api::core::v1::{Container, EnvVar, Toleration};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kandle_crds::labels;
+use kandle_crds::{labels, SecretKeyRef};
 
 use super::*;
 use crate::plan::{FETCH_CONTAINER, GPU_PRODUCT_LABEL, MODEL_DIR, MODEL_VOLUME};
@@ -196,54 +196,130 @@ fn an_image_source_is_an_image_volume() {
     );
 }
 
-#[test]
-fn an_http_source_is_downloaded_and_checked_by_an_init_container() {
-    let sha = "a".repeat(64);
-    let deployment = target(
-        &md("bert")
-            .from_http("https://models.example.com/bert.tar.gz?sig=x", &sha)
-            .build(),
-    );
-    let pod = pod_spec(&deployment);
-    let init = &pod.init_containers.as_ref().expect("an init container")[0];
+/// The fetch init container of a deployment: the runtime image's own fetcher, writing the
+/// model volume, which is an emptyDir.
+fn fetch_container(deployment: &Deployment) -> Container {
+    let pod = pod_spec(deployment);
+    let init = pod.init_containers.as_ref().expect("an init container")[0].clone();
     assert_eq!(init.name, FETCH_CONTAINER);
-    let script = init.command.as_ref().expect("command").join(" ");
-    assert!(script.contains("sha256sum -c -"), "{script}");
-    assert!(
-        script.contains("tar -xzf"),
-        "gzip is detected from the URL: {script}"
+    assert_eq!(init.image, runtime_container(deployment).image);
+    assert_eq!(init.command, None, "the image's entrypoint, kandle-runtime");
+    assert_eq!(
+        init.termination_message_policy.as_deref(),
+        Some("FallbackToLogsOnError")
     );
-    assert!(
-        !script.contains("models.example.com"),
-        "the URL travels in env, not in the script"
-    );
-    let env = init.env.as_ref().expect("env");
-    assert!(env
-        .iter()
-        .any(|e| e.name == "MODEL_SHA256" && e.value.as_deref() == Some(sha.as_str())));
-    let volume = pod
-        .volumes
-        .as_ref()
-        .expect("volumes")
+    let volume = pod.volumes.as_ref().expect("volumes");
+    let model = volume
         .iter()
         .find(|v| v.name == MODEL_VOLUME)
-        .expect("model volume")
-        .clone();
-    assert!(volume.empty_dir.is_some());
+        .expect("model");
+    assert!(model.empty_dir.is_some());
+    init
+}
 
-    let plain = target(
-        &md("bert")
-            .from_http("https://models.example.com/bert.tar", &sha)
-            .build(),
-    );
-    let script = pod_spec(&plain).init_containers.as_ref().expect("init")[0]
-        .command
+fn secret_ref(env: &EnvVar) -> (&str, &str, Option<bool>) {
+    let r = env
+        .value_from
         .as_ref()
-        .expect("command")
-        .join(" ");
-    assert!(
-        script.contains("tar -xf") && !script.contains("tar -xzf"),
-        "{script}"
+        .and_then(|v| v.secret_key_ref.as_ref())
+        .expect("a secretKeyRef");
+    (r.name.as_str(), r.key.as_str(), r.optional)
+}
+
+#[test]
+fn an_http_source_is_downloaded_and_checked_by_the_runtimes_fetcher() {
+    let sha = "a".repeat(64);
+    let url = "https://models.example.com/bert.tar.gz?sig=x";
+    let deployment = target(&md("bert").from_http(url, &sha).build());
+    let init = fetch_container(&deployment);
+    assert_eq!(
+        init.args.expect("args"),
+        ["fetch", "http", "--url", url, "--sha256", &sha, "--dest", MODEL_DIR]
+    );
+}
+
+#[test]
+fn a_hub_source_is_fetched_at_its_commit_with_the_token_from_its_secret() {
+    let commit = "c9745ed1d9f207416be6d2e6f8de32d1f16199bf";
+    let mut spec = md("minilm")
+        .from_hub("sentence-transformers/all-MiniLM-L6-v2", commit, None)
+        .build();
+    let hf = spec.spec.model.source.hugging_face.as_mut().unwrap();
+    hf.files = vec!["*.json".into(), "model.safetensors".into()];
+    hf.token_secret_ref = Some(SecretKeyRef {
+        name: "hf".into(),
+        key: "token".into(),
+    });
+    let init = fetch_container(&target(&spec));
+    assert_eq!(
+        init.args.expect("args"),
+        [
+            "fetch",
+            "hf",
+            "--repo",
+            "sentence-transformers/all-MiniLM-L6-v2",
+            "--revision",
+            commit,
+            "--endpoint",
+            "https://huggingface.co",
+            "--file",
+            "*.json",
+            "--file",
+            "model.safetensors",
+            "--dest",
+            MODEL_DIR
+        ]
+    );
+    let env = init.env.expect("env");
+    assert_eq!(env.len(), 1);
+    assert_eq!(env[0].name, "HF_TOKEN");
+    assert_eq!(secret_ref(&env[0]), ("hf", "token", None));
+}
+
+#[test]
+fn an_s3_source_gets_its_credentials_from_its_secret_or_the_pods_identity() {
+    let mut spec = md("minilm").build();
+    spec.spec.model.source = serde_json::from_value(serde_json::json!({"s3": {
+        "bucket": "models", "prefix": "minilm/", "endpoint": "http://minio.storage:9000",
+        "region": "eu-west-1", "credentialsSecretRef": {"name": "s3"}
+    }}))
+    .expect("an s3 source");
+    let init = fetch_container(&target(&spec));
+    assert_eq!(
+        init.args.expect("args").join(" "),
+        format!(
+            "fetch s3 --bucket models --prefix minilm/ --endpoint http://minio.storage:9000 \
+             --region eu-west-1 --dest {MODEL_DIR}"
+        )
+    );
+    let env = init.env.expect("env");
+    let refs: Vec<_> = env
+        .iter()
+        .map(|e| (e.name.as_str(), secret_ref(e)))
+        .collect();
+    assert_eq!(
+        refs,
+        [
+            ("AWS_ACCESS_KEY_ID", ("s3", "AWS_ACCESS_KEY_ID", None)),
+            (
+                "AWS_SECRET_ACCESS_KEY",
+                ("s3", "AWS_SECRET_ACCESS_KEY", None)
+            ),
+            ("AWS_SESSION_TOKEN", ("s3", "AWS_SESSION_TOKEN", Some(true))),
+        ]
+    );
+
+    spec.spec
+        .model
+        .source
+        .s3
+        .as_mut()
+        .unwrap()
+        .credentials_secret_ref = None;
+    let init = fetch_container(&target(&spec));
+    assert_eq!(
+        init.env, None,
+        "the pod's own identity (IRSA, Pod Identity)"
     );
 }
 

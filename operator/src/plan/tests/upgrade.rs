@@ -58,3 +58,21 @@ fn a_change_of_the_users_own_spec_never_waits_for_a_slot() {
     let plan = plan(&md_v2, &full, at(100), &upgraded());
     assert_eq!(plan.deployments.len(), 2);
 }
+
+#[test]
+fn an_http_revision_fetched_by_busybox_rolls_once_as_an_operator_upgrade() {
+    let md = md("bert")
+        .from_http("https://models.example.com/bert.tar", &"a".repeat(64))
+        .build();
+    let fresh = RevisionSnapshot::of(&md, &config());
+    assert_eq!(fresh.fetch_image, None, "the runtime image fetches now");
+    let recorded_before = RevisionSnapshot {
+        fetch_image: Some("busybox:1.36".to_string()),
+        ..fresh.clone()
+    };
+    assert_ne!(fresh.hash(), recorded_before.hash(), "a new revision");
+    assert!(
+        super::super::upgrade::operator_only_change(&md, &fresh, &recorded_before),
+        "caused by the operator alone: it takes an upgrade slot"
+    );
+}
