@@ -3,9 +3,11 @@
 //!
 //! ```text
 //! GET /api/models/{org}/{name}/revision/{rev}  -> {"sha", "siblings": [{rfilename, size, blobId, lfs}]}
+//! GET /api/models/{org}/{name}/tree/{rev}      -> [{type, path, size, oid, lfs}] (one page)
 //! GET|HEAD /{org}/{name}/resolve/{rev}/{path}  -> the file (ETag, X-Repo-Commit), or for LFS
-//!                                                 a 302 to /lfs-cdn/{sha256} (X-Linked-Etag, X-Linked-Size)
-//! GET|HEAD /lfs-cdn/{sha256}                   -> the LFS file, with Range: bytes=N- (206)
+//!                                                 a 302 to the CDN (X-Linked-Etag, X-Linked-Size)
+//! GET|HEAD {cdn}/lfs-cdn/{sha256}              -> the LFS file, with Range: bytes=N- (206);
+//!                                                 the CDN is another origin, as on the Hub
 //! ```
 //!
 //! Refusals carry `X-Error-Code` and a JSON `{"error": ...}` as on the Hub: `RepoNotFound`
@@ -49,6 +51,9 @@ struct Faults {
 struct Shared {
     repos: Vec<HubRepo>,
     url: String,
+    /// The file CDN LFS downloads are redirected to: another origin, as on the Hub, so clients
+    /// read the file's metadata from the redirect itself and send no token there.
+    cdn_url: String,
     faults: Mutex<Faults>,
     log: Mutex<Vec<Request>>,
 }
@@ -62,34 +67,40 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// A running server on 127.0.0.1; dropping it stops accepting connections.
 pub struct HubServer {
     shared: Arc<Shared>,
-    task: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl HubServer {
-    /// Serves `repos` on a free port.
+    /// Serves `repos` on a free port, and their LFS files on another (the CDN).
     pub async fn start(repos: Vec<HubRepo>) -> HubServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("binding 127.0.0.1:0");
-        let addr = listener.local_addr().expect("a bound address");
+        let (api, url) = bind().await;
+        let (files, cdn_url) = bind().await;
         let shared = Arc::new(Shared {
             repos,
-            url: format!("http://{addr}"),
+            url,
+            cdn_url,
             faults: Mutex::default(),
             log: Mutex::default(),
         });
-        let app = Router::new()
+        let hub = Router::new()
             .route("/api/models/{org}/{name}/revision/{rev}", get(info))
-            .route("/{org}/{name}/resolve/{rev}/{*path}", get(resolve))
-            .route("/lfs-cdn/{sha256}", get(cdn))
-            .layer(middleware::from_fn_with_state(shared.clone(), record))
-            .with_state(shared.clone());
-        let task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                eprintln!("hub server stopped: {e}");
-            }
-        });
-        HubServer { shared, task }
+            .route("/api/models/{org}/{name}/tree/{rev}", get(tree))
+            .route("/{org}/{name}/resolve/{rev}/{*path}", get(resolve));
+        let cdn = Router::new().route("/lfs-cdn/{sha256}", get(cdn));
+        let tasks = [(api, hub), (files, cdn)]
+            .into_iter()
+            .map(|(listener, routes)| {
+                let app = routes
+                    .layer(middleware::from_fn_with_state(shared.clone(), record))
+                    .with_state(shared.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = axum::serve(listener, app).await {
+                        eprintln!("hub server stopped: {e}");
+                    }
+                })
+            })
+            .collect();
+        HubServer { shared, tasks }
     }
 
     /// `http://127.0.0.1:PORT`, the endpoint to give clients.
@@ -119,7 +130,9 @@ impl HubServer {
 
 impl Drop for HubServer {
     fn drop(&mut self) {
-        self.task.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 
@@ -225,6 +238,25 @@ async fn info(
     .into_response()
 }
 
+/// Every file at the revision, in one page (`huggingface_hub`'s `snapshot_download` lists
+/// them so).
+async fn tree(
+    State(shared): State<Arc<Shared>>,
+    Path((org, name, rev)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    match find(&shared, &format!("{org}/{name}"), &rev, &headers) {
+        Ok((repo, _)) => Json(
+            repo.files
+                .iter()
+                .map(HubFile::tree_entry)
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
 async fn resolve(
     State(shared): State<Arc<Shared>>,
     Path((org, name, rev, path)): Path<(String, String, String, String)>,
@@ -241,7 +273,7 @@ async fn resolve(
     };
     if file.lfs {
         let sha256 = file.sha256();
-        let location = format!("{}/lfs-cdn/{sha256}", shared.url);
+        let location = format!("{}/lfs-cdn/{sha256}", shared.cdn_url);
         let headers = [
             (header::LOCATION.as_str(), location),
             ("x-linked-etag", format!("\"{sha256}\"")),
@@ -280,6 +312,15 @@ async fn cdn(
 
 fn quoted(value: &str) -> header::HeaderValue {
     format!("\"{value}\"").parse().expect("a quoted hex digest")
+}
+
+/// A listener on a free loopback port, and its URL.
+async fn bind() -> (tokio::net::TcpListener, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binding 127.0.0.1:0");
+    let addr = listener.local_addr().expect("a bound address");
+    (listener, format!("http://{addr}"))
 }
 
 /// The file's bytes from the requested offset, with the faults set for it.

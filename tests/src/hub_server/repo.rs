@@ -64,6 +64,24 @@ impl HubFile {
         )
     }
 
+    /// The entry of `/api/models/.../tree/...?recursive=true`, as `huggingface_hub` lists files.
+    pub fn tree_entry(&self) -> serde_json::Value {
+        let mut entry = serde_json::json!({
+            "type": "file",
+            "oid": self.blob_id(),
+            "size": self.content.len(),
+            "path": self.path,
+        });
+        if self.lfs {
+            entry["lfs"] = serde_json::json!({
+                "oid": self.sha256(),
+                "size": self.content.len(),
+                "pointerSize": self.pointer().len(),
+            });
+        }
+        entry
+    }
+
     /// The entry of `siblings` in `/api/models/.../revision/...?blobs=true`.
     pub fn sibling(&self) -> serde_json::Value {
         let mut sibling = serde_json::json!({
