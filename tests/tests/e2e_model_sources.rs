@@ -23,14 +23,16 @@ const MAIN_COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 /// A Hub serving the real all-MiniLM-L6-v2 folder at the quickstart's commit and at `main`;
 /// gated behind `token` if given.
 async fn hub(token: Option<&str>) -> HubServer {
-    let model = kandle_tests::e2e::binaries::fetch_model(&kandle_tests::e2e::cluster::workspace())
-        .expect("the example model (scripts/fetch-model.sh)");
-    let mut pinned = HubRepo::from_dir(REPO, QUICKSTART_COMMIT, &model);
-    pinned.token = token.map(str::to_string);
-    let mut on_main = HubRepo::from_dir(REPO, MAIN_COMMIT, &model);
-    on_main.branches = vec![("main".to_string(), MAIN_COMMIT.to_string())];
-    on_main.token = token.map(str::to_string);
-    HubServer::start(vec![pinned, on_main]).await
+    let model = kandle_tests::fetch_cli::model_dir();
+    let repos = [
+        HubRepo::from_dir(REPO, QUICKSTART_COMMIT, &model),
+        HubRepo::from_dir(REPO, MAIN_COMMIT, &model).with_branch("main"),
+    ];
+    let repos = repos.into_iter().map(|repo| match token {
+        Some(token) => repo.gated(token),
+        None => repo,
+    });
+    HubServer::start(repos.collect()).await
 }
 
 /// The Hub source of `md`.
