@@ -21,17 +21,26 @@ pub struct ModelSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 63))]
     pub version: Option<String>,
-    /// What the model does. Only `embedding` is served today.
+    /// What the model does: `embedding` (OpenAI `/v1/embeddings`) or `generation` (a decoder
+    /// LLM behind OpenAI `/v1/chat/completions` and `/v1/completions`). `classification` is not
+    /// served yet: the API server rejects it.
     #[serde(default)]
+    #[x_kube(validation = Rule::new("self != 'classification'").message("spec.model.task: classification is not served yet; use embedding or generation"))]
     pub task: Task,
-    /// Where the model folder (Hugging Face layout: config.json, *.safetensors, tokenizer.json)
-    /// comes from. Exactly one of `huggingFace`, `s3`, `pvc`, `hostPath`, `image` or `http`.
+    /// Where the model folder comes from: a Hugging Face layout (config.json, *.safetensors,
+    /// tokenizer.json) or, for `generation`, a GGUF file, which carries its own tokenizer.
+    /// Exactly one of `huggingFace`, `s3`, `pvc`, `hostPath`, `image` or `http`. A folder with
+    /// several `.gguf` files needs one chosen: fetch only one (`huggingFace.files`, for
+    /// example `*Q4_1.gguf`) or name it with `runtime.args: [--model-file, NAME]`.
     pub source: ModelSource,
-    /// Weights precision. `auto` is f16 on a GPU and f32 on a CPU.
+    /// Weights precision. `auto` is f16 on a GPU and f32 on a CPU; GGUF weights are
+    /// dequantized to f16 on a GPU, and to f32 on a CPU when that takes at most a quarter of the
+    /// container's memory (else they stay quantized).
     #[serde(default)]
     pub dtype: Dtype,
     /// Longest input in tokens; longer inputs are rejected with 413 unless truncation is
-    /// enabled. Defaults to the model's own limit.
+    /// enabled. For `generation`, the context: prompt and completion tokens together.
+    /// Defaults to the model's own limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 131072))]
     pub max_sequence_length: Option<i32>,
@@ -44,9 +53,10 @@ pub enum Task {
     /// Sentence embeddings (OpenAI `/v1/embeddings`).
     #[default]
     Embedding,
-    /// Text generation.
+    /// Text generation by a decoder LLM (Llama family, from a GGUF file or safetensors): OpenAI
+    /// `/v1/chat/completions` and `/v1/completions`, streamed with `stream: true`.
     Generation,
-    /// Sequence classification.
+    /// Sequence classification: not served yet, so the API server rejects it.
     Classification,
 }
 
@@ -89,9 +99,9 @@ pub struct ModelSource {
     /// (Kubernetes 1.33+ with the ImageVolume feature).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<ImageSource>,
-    /// A tar archive (optionally gzip-compressed) of the model folder, downloaded by an init
-    /// container (`kandle-runtime fetch http`) and checked against `sha256` before the runtime
-    /// starts.
+    /// A tar archive (optionally gzip-compressed) of the model folder, or a single `.gguf`
+    /// file, downloaded by an init container (`kandle-runtime fetch http`) and checked against
+    /// `sha256` before the runtime starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpSource>,
 }
@@ -131,14 +141,16 @@ pub struct ImageSource {
     pub pull_policy: Option<String>,
 }
 
-/// A model archive fetched over HTTP(S).
+/// A model archive, or a single GGUF file, fetched over HTTP(S).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpSource {
-    /// URL of a `.tar` or `.tar.gz` archive whose top level is the model folder's content.
+    /// URL of a `.tar` or `.tar.gz` archive whose top level is the model folder's content, or
+    /// of a single GGUF file (the URL path ends in `.gguf`), which lands in the folder under
+    /// the path's last segment.
     #[schemars(length(max = 2048), regex(pattern = r"^https?://[^\s]+$"))]
     pub url: String,
-    /// Expected SHA-256 of the archive: 64 lowercase hex characters. The download is refused
+    /// Expected SHA-256 of the download: 64 lowercase hex characters. The download is refused
     /// when it does not match.
     #[schemars(regex(pattern = r"^[a-f0-9]{64}$"))]
     pub sha256: String,
@@ -163,7 +175,8 @@ pub struct HuggingFaceSource {
     pub revision: String,
     /// Glob patterns of the files to fetch (`*` does not cross `/`). Default: `*.json`,
     /// `*.safetensors`, `*.txt`, `*.model`, `*.gguf` and `1_Pooling/*`, which leaves out other
-    /// frameworks' weights (ONNX, OpenVINO, PyTorch `.bin`) and the README.
+    /// frameworks' weights (ONNX, OpenVINO, PyTorch `.bin`) and the README. A GGUF repository
+    /// usually holds one file per quantization: name the one to serve, e.g. `*Q4_1.gguf`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     pub files: Vec<String>,

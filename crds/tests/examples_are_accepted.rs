@@ -19,6 +19,7 @@ const PROMISED: &[&str] = &[
     "autoscaled.yaml",
     "http-source.yaml",
     "image-source.yaml",
+    "chat.yaml",
 ];
 
 fn examples() -> Vec<PathBuf> {

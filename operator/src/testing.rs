@@ -99,6 +99,11 @@ impl MdBuilder {
         self.md.spec.model.version = None;
         self
     }
+    /// Sets `spec.model.task`.
+    pub fn with_task(mut self, task: Task) -> Self {
+        self.md.spec.model.task = task;
+        self
+    }
     /// Sets `spec.model.dtype`.
     pub fn with_dtype(mut self, dtype: Dtype) -> Self {
         self.md.spec.model.dtype = dtype;

@@ -56,6 +56,18 @@ impl Drop for TokenPermit {
     }
 }
 
+impl AdmissionLimits {
+    /// The limits `config` sets, with the token budget decided by the engine.
+    pub fn from_config(config: &crate::config::Config, max_queued_tokens: usize) -> Self {
+        Self {
+            max_requests: config.max_concurrent_requests,
+            max_body_bytes: config.max_body_bytes,
+            max_pending_body_bytes: config.max_pending_body_bytes,
+            max_queued_tokens,
+        }
+    }
+}
+
 impl Admission {
     /// `queued_tokens` follows the tokens admitted and not yet answered.
     pub fn new(limits: AdmissionLimits, queued_tokens: Gauge) -> Self {

@@ -45,6 +45,16 @@ pub enum DTypeChoice {
     Bf16,
 }
 
+/// What the server does with the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TaskChoice {
+    /// Generation when the folder holds a `.gguf` file or a `...ForCausalLM` config.json, else
+    /// embedding.
+    Auto,
+    Embedding,
+    Generation,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -73,14 +83,62 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(value * scale))
 }
 
+/// Parses a size in bytes: `512MiB`, `2GiB`, `1.5G`, `300M` or a bare number of bytes.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let units: [(&str, f64); 8] = [
+        ("KiB", 1024.0),
+        ("MiB", 1024.0 * 1024.0),
+        ("GiB", 1024.0 * 1024.0 * 1024.0),
+        ("K", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("B", 1.0),
+        ("", 1.0),
+    ];
+    let (number, scale) = units
+        .iter()
+        .find_map(|&(unit, scale)| s.strip_suffix(unit).map(|n| (n, scale)))
+        .unwrap_or((s, 1.0));
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected a size like 512MiB, 2GiB or 1000000, got {s:?}"))?;
+    if !value.is_finite() || value <= 0.0 {
+        return Err(format!("size must be positive, got {s:?}"));
+    }
+    Ok((value * scale) as u64)
+}
+
 /// kandle's inference server: serves a Hugging Face embedding model folder over the OpenAI and
-/// KServe Open Inference Protocol v2 APIs.
+/// KServe Open Inference Protocol v2 APIs, or a decoder LLM (GGUF) over the OpenAI completions
+/// and chat completions APIs.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "kandle-runtime", version)]
 pub struct Config {
-    /// Hugging Face model folder (config.json, model.safetensors, tokenizer.json, modules.json).
+    /// The model folder: a Hugging Face embedding model (config.json, model.safetensors,
+    /// tokenizer.json, modules.json), or a folder holding a GGUF file for generation.
     #[arg(long, env = "KANDLE_MODEL_DIR")]
     pub model_dir: PathBuf,
+
+    /// embedding, generation, or auto: generation when the folder holds a `.gguf` file.
+    #[arg(long, env = "KANDLE_TASK", value_enum, default_value = "auto")]
+    pub task: TaskChoice,
+
+    /// The GGUF file to serve, within the model folder. Default: the folder's only `.gguf`.
+    #[arg(long, env = "KANDLE_MODEL_FILE")]
+    pub model_file: Option<String>,
+
+    /// Generation: memory for the KV cache (e.g. 2GiB). Default: 40% of the container's memory
+    /// limit (of the GPU's free memory after the weights), at most what --max-batch-requests
+    /// full-context sequences need.
+    #[arg(long, env = "KANDLE_KV_CACHE_MEMORY", value_parser = parse_bytes)]
+    pub kv_cache_memory: Option<u64>,
+
+    /// Generation: tokens in one model step, one per decoding request and the rest for prompt
+    /// chunks, so a long prompt never stalls the requests already generating.
+    #[arg(long, env = "KANDLE_STEP_TOKENS", default_value_t = 512)]
+    pub step_tokens: usize,
 
     /// Model name clients use (OpenAI `model`, v2 model name). Default: the folder's name.
     #[arg(long, env = "KANDLE_SERVED_NAME")]
@@ -99,6 +157,9 @@ pub struct Config {
     #[arg(long, env = "KANDLE_DEVICE", default_value = "auto")]
     pub device: DeviceChoice,
 
+    /// Weights precision. With `auto`, a GGUF model's weights are dequantized to f32 on a CPU
+    /// when that takes at most a quarter of the memory (else they stay quantized), and to f16 on
+    /// a GPU; f32, f16 and bf16 dequantize them at load.
     #[arg(long, env = "KANDLE_DTYPE", value_enum, default_value = "auto")]
     pub dtype: DTypeChoice,
 
@@ -214,6 +275,7 @@ impl Config {
             ("--max-body-bytes", self.max_body_bytes),
             ("--max-connections", self.max_connections),
             ("--unhealthy-after-failures", self.unhealthy_after_failures),
+            ("--step-tokens", self.step_tokens),
         ];
         for (flag, value) in positive {
             if value == 0 {
@@ -251,6 +313,16 @@ mod tests {
         assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn sizes_accept_binary_and_decimal_units() {
+        assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_bytes("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_bytes("1.5G"), Ok(1_500_000_000));
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("0").is_err());
     }
 
     #[test]

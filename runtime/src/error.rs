@@ -26,6 +26,15 @@ pub enum ApiError {
     },
     #[error("input {index} has more than {limit} token ids, the limit (the server truncates only when started with --truncate)")]
     TooManyIds { index: usize, limit: usize },
+    #[error("this model's context is {limit} tokens, but the prompt has {prompt} tokens and max_tokens asks for {requested} more; lower max_tokens to at most {} or shorten the prompt", limit.saturating_sub(*prompt))]
+    ContextLength {
+        prompt: usize,
+        requested: usize,
+        limit: usize,
+    },
+    /// The route belongs to another task than the served model's.
+    #[error("{0}")]
+    WrongTask(String),
     #[error("the request body is larger than the server accepts")]
     BodyTooLarge,
     #[error("{0}; retry later")]
@@ -52,7 +61,10 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::InvalidJson(_) | Self::InvalidInput { .. } => StatusCode::BAD_REQUEST,
+            Self::InvalidJson(_)
+            | Self::InvalidInput { .. }
+            | Self::ContextLength { .. }
+            | Self::WrongTask(_) => StatusCode::BAD_REQUEST,
             Self::UnknownModel(..) => StatusCode::NOT_FOUND,
             Self::InputTooLong { .. } | Self::TooManyIds { .. } | Self::BodyTooLarge => {
                 StatusCode::PAYLOAD_TOO_LARGE
@@ -71,7 +83,10 @@ impl ApiError {
             Self::InvalidJson(_) => "invalid_json",
             Self::InvalidInput { .. } => "invalid_input",
             Self::UnknownModel(..) => "model_not_found",
-            Self::InputTooLong { .. } | Self::TooManyIds { .. } => "context_length_exceeded",
+            Self::InputTooLong { .. } | Self::TooManyIds { .. } | Self::ContextLength { .. } => {
+                "context_length_exceeded"
+            }
+            Self::WrongTask(_) => "unsupported_task",
             Self::BodyTooLarge => "body_too_large",
             Self::Overloaded(_) => "rate_limit_exceeded",
             Self::Timeout(_) => "timeout",
@@ -88,6 +103,7 @@ impl ApiError {
             Self::InvalidInput { param, .. } => *param,
             Self::UnknownModel(..) => Some("model"),
             Self::InputTooLong { .. } | Self::TooManyIds { .. } => Some("input"),
+            Self::ContextLength { .. } => Some("max_tokens"),
             _ => None,
         }
     }

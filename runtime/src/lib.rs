@@ -8,6 +8,10 @@
 //!   token-budget batches (batcher) -> model (model) -> one reply per request -> HTTP
 //! ```
 //!
+//! A folder holding a decoder LLM (a GGUF file, or a Llama-family safetensors checkpoint) is
+//! served by [`generate`] instead: OpenAI chat completions and completions, with continuous
+//! batching on the model thread.
+//!
 //! [`serve`] runs the whole server on a given listener, so tests run it in-process; the binary
 //! adds flag parsing, logging, CPU thread sizing and signal handling around it. [`fetch`] is
 //! the `kandle-runtime fetch` subcommand that fills the model folder before the server starts.
@@ -22,6 +26,7 @@ pub mod device;
 pub mod engine;
 pub mod error;
 pub mod fetch;
+pub mod generate;
 mod listener;
 pub mod metrics;
 pub mod model;

@@ -58,6 +58,104 @@ pub struct Metrics {
     pub abandoned_requests: Family<ReasonLabels, Counter>,
     pub model_load_seconds: Gauge<f64, AtomicU64>,
     pub model_info: Family<ModelLabels, Gauge>,
+    pub generation: GenerationMetrics,
+}
+
+/// The series of text generation (zero on an embedding server).
+pub struct GenerationMetrics {
+    pub time_to_first_token: Histogram,
+    pub inter_token_latency: Histogram,
+    pub request_duration: Histogram,
+    pub prompt_tokens: Counter,
+    pub generated_tokens: Counter,
+    pub running_requests: Gauge,
+    pub waiting_requests: Gauge,
+    pub kv_cache_usage: Gauge<f64, AtomicU64>,
+    pub kv_cache_blocks: Gauge,
+    pub preemptions: Counter,
+    pub step_duration: Histogram,
+    pub step_tokens: Histogram,
+}
+
+impl GenerationMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            time_to_first_token: latency_histogram(),
+            inter_token_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            request_duration: Histogram::new(exponential_buckets(0.01, 2.0, 16)),
+            prompt_tokens: Counter::default(),
+            generated_tokens: Counter::default(),
+            running_requests: Gauge::default(),
+            waiting_requests: Gauge::default(),
+            kv_cache_usage: Gauge::default(),
+            kv_cache_blocks: Gauge::default(),
+            preemptions: Counter::default(),
+            step_duration: latency_histogram(),
+            step_tokens: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
+        };
+        let m = &metrics;
+        registry.register(
+            "kandle_time_to_first_token_seconds",
+            "Time from a generation request reaching the model thread to its first token",
+            m.time_to_first_token.clone(),
+        );
+        registry.register(
+            "kandle_inter_token_latency_seconds",
+            "Time between two tokens of one generation request",
+            m.inter_token_latency.clone(),
+        );
+        registry.register(
+            "kandle_generation_duration_seconds",
+            "Time from a generation request reaching the model thread to its last token",
+            m.request_duration.clone(),
+        );
+        registry.register(
+            "kandle_prompt_tokens",
+            "Prompt tokens of generation requests",
+            m.prompt_tokens.clone(),
+        );
+        registry.register(
+            "kandle_generated_tokens",
+            "Tokens generated",
+            m.generated_tokens.clone(),
+        );
+        registry.register(
+            "kandle_running_requests",
+            "Generation requests in the running batch",
+            m.running_requests.clone(),
+        );
+        registry.register(
+            "kandle_waiting_requests",
+            "Generation requests waiting to join the running batch",
+            m.waiting_requests.clone(),
+        );
+        registry.register(
+            "kandle_kv_cache_usage_ratio",
+            "Fraction of the KV-cache blocks in use, 0 to 1",
+            m.kv_cache_usage.clone(),
+        );
+        registry.register(
+            "kandle_kv_cache_blocks",
+            "KV-cache blocks in all (the --kv-cache-memory budget)",
+            m.kv_cache_blocks.clone(),
+        );
+        registry.register(
+            "kandle_preemptions",
+            "Running requests whose KV cache was freed to make room; they resume later",
+            m.preemptions.clone(),
+        );
+        registry.register(
+            "kandle_generation_step_duration_seconds",
+            "Time of one model step of the generation batch",
+            m.step_duration.clone(),
+        );
+        registry.register(
+            "kandle_generation_step_tokens",
+            "Tokens in one model step (one per decoding request plus prefill chunks)",
+            m.step_tokens.clone(),
+        );
+        metrics
+    }
 }
 
 impl Default for Metrics {
@@ -154,8 +252,10 @@ impl Metrics {
             "The served model; always 1",
             model_info.clone(),
         );
+        let generation = GenerationMetrics::register(&mut registry);
         Self {
             registry,
+            generation,
             requests,
             request_duration,
             queue_depth,

@@ -11,10 +11,59 @@ use anyhow::{anyhow, Context};
 use tokio::net::TcpListener;
 
 use crate::api::{self, AppState, Phase};
-use crate::config::Config;
+use crate::config::{Config, TaskChoice};
 use crate::engine::Engine;
+use crate::generate::safetensors::is_causal_lm;
+use crate::generate::{gguf_files, Generator};
 use crate::listener::LimitedListener;
 use crate::metrics::Metrics;
+
+/// Loads the model for its task and publishes it in `state`. Blocking.
+fn load(config: &Config, metrics: Arc<Metrics>, state: &AppState) -> anyhow::Result<()> {
+    match task(config)? {
+        TaskChoice::Generation => {
+            let generator = Generator::load(config, metrics)?;
+            let info = &generator.info;
+            tracing::info!(
+                model = %info.name,
+                device = %info.device,
+                weights = %info.weights,
+                architecture = %info.architecture,
+                context_length = info.context_length,
+                kv_cache_tokens = info.kv_cache_tokens,
+                "generation model loaded and warmed up; ready"
+            );
+            state.set_ready_generator(generator);
+        }
+        _ => {
+            let engine = Engine::load(config, metrics)?;
+            tracing::info!(
+                model = %engine.info.name,
+                device = %engine.info.device,
+                dtype = %engine.info.dtype,
+                dim = engine.info.dim,
+                max_input_tokens = engine.info.max_input_tokens,
+                pooling = engine.info.pooling,
+                normalized = engine.info.normalized,
+                "model loaded and warmed up; ready"
+            );
+            state.set_ready(engine);
+        }
+    }
+    Ok(())
+}
+
+/// `--task`, with `auto` resolved from the folder: generation when it holds a `.gguf` file or a
+/// `config.json` naming a `...ForCausalLM` architecture.
+pub fn task(config: &Config) -> anyhow::Result<TaskChoice> {
+    Ok(match config.task {
+        TaskChoice::Auto if config.model_file.is_some() => TaskChoice::Generation,
+        TaskChoice::Auto if !gguf_files(&config.model_dir)?.is_empty() => TaskChoice::Generation,
+        TaskChoice::Auto if is_causal_lm(&config.model_dir) => TaskChoice::Generation,
+        TaskChoice::Auto => TaskChoice::Embedding,
+        chosen => chosen,
+    })
+}
 
 /// Serves `config`'s model on `listener` until `shutdown` resolves and the drain completes.
 /// Returns an error when the model cannot be loaded.
@@ -41,22 +90,11 @@ where
     tracing::info!(%address, model_dir = %config.model_dir.display(), "listening; loading the model");
 
     let drain_timeout = config.drain_timeout;
-    let mut load = tokio::task::spawn_blocking(move || Engine::load(&config, metrics));
+    let ready = state.clone();
+    let mut load = tokio::task::spawn_blocking(move || load(&config, metrics, &ready));
     tokio::select! {
         loaded = &mut load => match loaded {
-            Ok(Ok(engine)) => {
-                tracing::info!(
-                    model = %engine.info.name,
-                    device = %engine.info.device,
-                    dtype = %engine.info.dtype,
-                    dim = engine.info.dim,
-                    max_input_tokens = engine.info.max_input_tokens,
-                    pooling = engine.info.pooling,
-                    normalized = engine.info.normalized,
-                    "model loaded and warmed up; ready"
-                );
-                state.set_ready(engine);
-            }
+            Ok(Ok(())) => {}
             Ok(Err(err)) => {
                 state.set_phase(Phase::Failed);
                 server.abort();

@@ -88,26 +88,12 @@ async fn binary_inputs_and_outputs_round_trip_on_the_wire() {
     server.stop().await.unwrap();
 }
 
-/// Python with tritonclient, or why there is none. Under CI a missing client is a failure.
-fn python_with_tritonclient() -> Option<String> {
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned());
-    let found = std::process::Command::new(&python)
-        .args(["-c", "import tritonclient.http, numpy"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if found {
-        return Some(python);
-    }
-    let why =
-        format!("{python} cannot import tritonclient.http (pip install 'tritonclient[http]')");
-    assert!(std::env::var_os("CI").is_none(), "{why}");
-    eprintln!("skipped: {why}");
-    None
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tritonclient_gets_the_vectors_the_openai_api_gives() {
-    let Some(python) = python_with_tritonclient() else {
+    let Some(python) = common::python_with(
+        "import tritonclient.http, numpy",
+        "pip install 'tritonclient[http]'",
+    ) else {
         return;
     };
     let server = TestServer::start(|_| {}).await;

@@ -1,11 +1,12 @@
 //! Running `kandle-runtime fetch` as a pod's init container does, for the fetch tests: the
-//! built binary, the example model folder to serve from, and comparisons of what landed.
+//! built binary, the example model folders to serve from (the embedding model and the GGUF
+//! chat model), and comparisons of what landed.
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use crate::e2e::binaries::{fetch_model, profile_dir};
+use crate::e2e::binaries::{fetch_llm, fetch_model, profile_dir};
 use crate::e2e::cluster::workspace;
 
 /// How long one fetch of the example model may take.
@@ -27,6 +28,12 @@ pub fn runtime_binary() -> PathBuf {
 /// The example model folder `scripts/fetch-model.sh` provides.
 pub fn model_dir() -> PathBuf {
     fetch_model(&workspace()).unwrap_or_else(|why| panic!("the example model: {why}"))
+}
+
+/// The folder holding the GGUF chat model `scripts/fetch-llm.sh` provides
+/// ([`crate::e2e::binaries::LLM_FILE`]).
+pub fn llm_dir() -> PathBuf {
+    fetch_llm(&workspace()).unwrap_or_else(|why| panic!("the chat model: {why}"))
 }
 
 /// How a fetch ended.

@@ -1,5 +1,6 @@
-//! `kandle-runtime fetch http` against a local server holding a tar.gz of the example model:
-//! a checked archive is unpacked in place, a wrong checksum stops the fetch.
+//! `kandle-runtime fetch http` against a local server holding a tar.gz of the example model and
+//! a single GGUF file: a checked archive is unpacked in place, a checked GGUF file lands in the
+//! folder under its name, a wrong checksum stops the fetch.
 
 use std::sync::OnceLock;
 
@@ -31,6 +32,26 @@ async fn serve_archive() -> String {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
     format!("http://{addr}/models/minilm.tgz?X-Amz-Signature=abc")
+}
+
+/// Stands in for a GGUF file: the fetcher checks its hash, never its content.
+fn gguf() -> &'static [u8] {
+    static GGUF: OnceLock<Vec<u8>> = OnceLock::new();
+    GGUF.get_or_init(|| {
+        let mut bytes = b"GGUF".to_vec();
+        bytes.extend((0..300_000u32).map(|i| (i % 251) as u8));
+        bytes
+    })
+}
+
+/// Serves the GGUF file where the Hub's `resolve` would; returns the URL, with a query.
+async fn serve_gguf() -> String {
+    let path = "/org/model-GGUF/resolve/main/SmolLM2-135M-Instruct.Q4_1.gguf";
+    let app = Router::new().route(path, get(|| async { gguf() }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}{path}?download=true")
 }
 
 async fn fetch(url: &str, sha256: &str, tmp: &TempDir) -> kandle_tests::fetch_cli::Fetched {
@@ -87,5 +108,42 @@ async fn a_wrong_checksum_stops_the_fetch_before_anything_is_unpacked() {
     assert!(
         !tmp.path().join("model/config.json").exists(),
         "unpacked anyway"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checked_gguf_file_lands_in_the_folder_under_its_name() {
+    let url = serve_gguf().await;
+    let sha256 = hex::encode(Sha256::digest(gguf()));
+    let tmp = TempDir::new().unwrap();
+
+    fetch(&url, &sha256, &tmp).await.expect_success();
+
+    let dest = tmp.path().join("model");
+    let fetched = std::fs::read(dest.join("SmolLM2-135M-Instruct.Q4_1.gguf")).unwrap();
+    assert!(fetched == gguf(), "the file's bytes differ");
+    assert!(!dest.join(".kandle-archive").exists(), "no partial left");
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dest.join(".kandle-source.json")).unwrap())
+            .unwrap();
+    assert_eq!(record["file"], "SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert_eq!(record["sha256"], sha256.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gguf_file_with_a_wrong_checksum_never_lands() {
+    let url = serve_gguf().await;
+    let wrong = "0".repeat(64);
+    let tmp = TempDir::new().unwrap();
+
+    fetch(&url, &wrong, &tmp).await.expect_failure();
+
+    let message = std::fs::read_to_string(tmp.path().join("termination-log")).unwrap();
+    assert!(message.contains("checksum mismatch"), "{message}");
+    assert!(
+        !tmp.path()
+            .join("model/SmolLM2-135M-Instruct.Q4_1.gguf")
+            .exists(),
+        "moved into place anyway"
     );
 }

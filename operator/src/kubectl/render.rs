@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kandle_crds::{
     duration_seconds, labels, AnalysisResult, CanaryPhase, CanaryStatus, ModelDeployment,
-    ModelDeploymentStatus, RevisionOutcome, RevisionRecord, RolloutStrategy,
+    ModelDeploymentStatus, RevisionOutcome, RevisionRecord, RolloutStrategy, Task,
 };
 use kube::ResourceExt;
 
@@ -124,10 +124,16 @@ pub fn status(md: &ModelDeployment, deployments: &[Deployment], pods: &[Pod]) ->
     };
     field("Name", &md.name_any());
     field("Namespace", &md.namespace().unwrap_or_default());
-    let model = match &spec.model.version {
+    let mut model = match &spec.model.version {
         Some(version) => format!("{} {version}", spec.model.name),
         None => spec.model.name.clone(),
     };
+    // Embedding, the default, is not named.
+    match spec.model.task {
+        Task::Embedding => {}
+        Task::Generation => model.push_str(" (generation)"),
+        Task::Classification => model.push_str(" (classification: not served)"),
+    }
     field("Model", &model);
     if let Some(hub) = &status.hugging_face {
         let commit = &hub.commit[..hub.commit.len().min(12)];
@@ -754,6 +760,17 @@ Conditions:
             view.contains(
                 "\nSource:     huggingFace sentence-transformers/all-MiniLM-L6-v2@c9745ed1d9f2\n"
             ),
+            "{view}"
+        );
+    }
+
+    #[test]
+    fn a_generation_model_says_so_beside_its_name() {
+        let (mut md, deployments, pods) = canary_at_step_two();
+        md.spec.model.task = Task::Generation;
+        let view = status(&md, &deployments, &pods);
+        assert!(
+            view.contains("\nModel:      minilm v2 (generation)\n"),
             "{view}"
         );
     }

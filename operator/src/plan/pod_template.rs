@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kandle_crds::{Dtype, ResourceAmounts};
+use kandle_crds::{Dtype, ResourceAmounts, Task};
 
 use super::meta;
 use super::model_volume::{model_volume, MODEL_DIR};
@@ -159,6 +159,9 @@ pub fn runtime_args(snapshot: &RevisionSnapshot) -> Vec<String> {
     if let Some(version) = &model.version {
         args.extend(["--model-version".to_string(), version.clone()]);
     }
+    if let Some(task) = task_flag(model.task) {
+        args.extend(["--task".to_string(), task.to_string()]);
+    }
     let device = if snapshot.resources.gpu.is_some() {
         "auto"
     } else {
@@ -186,6 +189,16 @@ pub fn runtime_args(snapshot: &RevisionSnapshot) -> Vec<String> {
     args.extend(["--drain-timeout".to_string(), DRAIN_TIMEOUT.to_string()]);
     args.extend(runtime.args.iter().cloned());
     args
+}
+
+/// The runtime's `--task` for `task`. Embedding passes none: the pods of embedding revisions stay
+/// as they were before generation was served, and the runtime serves a folder of embedding
+/// weights as embeddings. Classification is refused before any pod is planned.
+fn task_flag(task: Task) -> Option<&'static str> {
+    match task {
+        Task::Generation => Some("generation"),
+        Task::Embedding | Task::Classification => None,
+    }
 }
 
 fn dtype_flag(dtype: Dtype) -> &'static str {

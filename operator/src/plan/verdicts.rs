@@ -8,7 +8,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kandle_crds::conditions::reasons;
-use kandle_crds::ModelDeployment;
+use kandle_crds::{ModelDeployment, Task};
 use kube::ResourceExt;
 
 use super::budget;
@@ -39,6 +39,14 @@ pub fn spec_problem(
              most {MAX_NAME_LEN} lowercase letters, digits or '-', starting with a letter and \
              ending with a letter or digit"
         ));
+    }
+    if md.spec.model.task == Task::Classification {
+        // The CRD's CEL rule rejects it; an object stored before that rule still gets here.
+        return Some(
+            "spec.model.task: classification is not served by kandle-runtime yet; use \
+             embedding or generation"
+                .to_string(),
+        );
     }
     if let (Some(pvc), Some(false)) = (&md.spec.model.source.pvc, observed.pvc_exists) {
         return Some(format!(

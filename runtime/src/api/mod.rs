@@ -5,6 +5,7 @@
 //! axum's default text). Inference and model routes are counted in `kandle_requests_total` and
 //! timed; probes and `/metrics` are not.
 
+mod generate;
 mod health;
 mod openai;
 mod openai_input;
@@ -13,7 +14,7 @@ mod v2_binary;
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{MatchedPath, Request, State};
@@ -27,6 +28,7 @@ use serde::Deserialize;
 
 use crate::engine::{Admitted, Engine};
 use crate::error::ApiError;
+use crate::generate::Generator;
 use crate::metrics::Metrics;
 
 /// Where the server is in its life.
@@ -43,6 +45,7 @@ pub struct Shared {
     pub served_name: String,
     pub metrics: Arc<Metrics>,
     engine: OnceLock<Arc<Engine>>,
+    generator: OnceLock<Arc<Generator>>,
     phase: AtomicU8,
 }
 
@@ -62,6 +65,7 @@ impl AppState {
             served_name,
             metrics,
             engine: OnceLock::new(),
+            generator: OnceLock::new(),
             phase: AtomicU8::new(Phase::Loading as u8),
         }))
     }
@@ -78,6 +82,16 @@ impl AppState {
     /// Publishes the loaded engine; ignored once draining has begun.
     pub fn set_ready(&self, engine: Engine) {
         let _ = self.engine.set(Arc::new(engine));
+        self.mark_ready();
+    }
+
+    /// Publishes the loaded generation engine; ignored once draining has begun.
+    pub fn set_ready_generator(&self, generator: Generator) {
+        let _ = self.generator.set(Arc::new(generator));
+        self.mark_ready();
+    }
+
+    fn mark_ready(&self) {
         let _ = self.phase.compare_exchange(
             Phase::Loading as u8,
             Phase::Ready as u8,
@@ -93,7 +107,11 @@ impl AppState {
     /// Why the server cannot serve: the model thread stopped or keeps failing. `None` while
     /// loading, since a loading server is alive.
     pub fn health_problem(&self) -> Option<String> {
-        self.engine.get().and_then(|engine| engine.health_problem())
+        match (self.engine.get(), self.generator.get()) {
+            (Some(engine), _) => engine.health_problem(),
+            (_, Some(generator)) => generator.health_problem(),
+            _ => None,
+        }
     }
 
     /// The engine, if requests may use it now.
@@ -101,7 +119,40 @@ impl AppState {
         match self.phase() {
             Phase::Draining => Err(ApiError::Draining),
             Phase::Loading | Phase::Failed => Err(ApiError::NotReady),
-            Phase::Ready => self.engine.get().cloned().ok_or(ApiError::NotReady),
+            Phase::Ready => match (self.engine.get(), self.generator.get()) {
+                (Some(engine), _) => Ok(engine.clone()),
+                (_, Some(_)) => Err(ApiError::WrongTask(format!(
+                    "`{}` is a text generation model: use /v1/chat/completions or \
+                     /v1/completions",
+                    self.served_name
+                ))),
+                _ => Err(ApiError::NotReady),
+            },
+        }
+    }
+
+    /// The generation engine, if requests may use it now.
+    pub fn generator(&self) -> Result<Arc<Generator>, ApiError> {
+        match self.phase() {
+            Phase::Draining => Err(ApiError::Draining),
+            Phase::Loading | Phase::Failed => Err(ApiError::NotReady),
+            Phase::Ready => match (self.generator.get(), self.engine.get()) {
+                (Some(generator), _) => Ok(generator.clone()),
+                (_, Some(_)) => Err(ApiError::WrongTask(format!(
+                    "`{}` is an embedding model: use /v1/embeddings",
+                    self.served_name
+                ))),
+                _ => Err(ApiError::NotReady),
+            },
+        }
+    }
+
+    /// When the served model finished loading (OpenAI's `created`), once it has.
+    pub fn created(&self) -> Option<u64> {
+        match (self.engine.get(), self.generator.get()) {
+            (Some(engine), _) => Some(engine.info.created),
+            (_, Some(generator)) => Some(generator.info.created),
+            _ => None,
         }
     }
 
@@ -121,6 +172,8 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let apis = Router::new()
         .route("/v1/embeddings", post(openai::embeddings))
+        .route("/v1/chat/completions", post(generate::chat_completions))
+        .route("/v1/completions", post(generate::completions))
         .route("/v1/models", get(openai::models))
         .route("/v2", get(v2::server_metadata))
         .route("/v2/models/{name}", get(v2::model_metadata))
@@ -154,7 +207,8 @@ async fn track(State(state): State<AppState>, request: Request, next: Next) -> R
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_default();
-    let inference = route == "/v1/embeddings" || route.ends_with("/infer");
+    let inference =
+        route == "/v1/embeddings" || route.ends_with("/completions") || route.ends_with("/infer");
     let in_flight = inference.then(|| InFlight::enter(&state.metrics));
     let started = Instant::now();
     let response = next.run(request).await;
@@ -184,9 +238,40 @@ impl Drop for InFlight {
     }
 }
 
+/// An engine that admits requests before their body is read.
+pub trait Admits {
+    fn admit(&self, content_length: Option<u64>) -> Result<Admitted, ApiError>;
+    fn max_body_bytes(&self) -> usize;
+    fn body_timeout(&self) -> Duration;
+}
+
+impl Admits for Engine {
+    fn admit(&self, content_length: Option<u64>) -> Result<Admitted, ApiError> {
+        Engine::admit(self, content_length)
+    }
+    fn max_body_bytes(&self) -> usize {
+        Engine::max_body_bytes(self)
+    }
+    fn body_timeout(&self) -> Duration {
+        Engine::body_timeout(self)
+    }
+}
+
+impl Admits for Generator {
+    fn admit(&self, content_length: Option<u64>) -> Result<Admitted, ApiError> {
+        Generator::admit(self, content_length)
+    }
+    fn max_body_bytes(&self) -> usize {
+        Generator::max_body_bytes(self)
+    }
+    fn body_timeout(&self) -> Duration {
+        Generator::body_timeout(self)
+    }
+}
+
 /// An admitted request's body, read after admission within the size limit and body timeout.
-pub struct AdmittedBody {
-    pub engine: Arc<Engine>,
+pub struct AdmittedBody<E = Engine> {
+    pub engine: Arc<E>,
     pub admitted: Admitted,
     pub headers: HeaderMap,
     pub bytes: Bytes,
@@ -195,7 +280,14 @@ pub struct AdmittedBody {
 /// Admits the request (503 while loading or draining, 429 when full, 413 for an announced body
 /// over the limit), then reads its body (413 over the limit, 408 when too slow).
 pub async fn admit_and_read(state: &AppState, request: Request) -> Result<AdmittedBody, ApiError> {
-    let engine = state.engine()?;
+    read_admitted(state.engine()?, request).await
+}
+
+/// [`admit_and_read`] for a given engine.
+pub async fn read_admitted<E: Admits>(
+    engine: Arc<E>,
+    request: Request,
+) -> Result<AdmittedBody<E>, ApiError> {
     let announced = request
         .headers()
         .get(header::CONTENT_LENGTH)

@@ -168,15 +168,15 @@ struct Usage {
 }
 
 pub async fn models(State(state): State<AppState>) -> Json<Value> {
-    let engine = state.engine().ok();
+    let ready = state.engine().is_ok() || state.generator().is_ok();
     Json(json!({
         "object": "list",
         "data": [{
             "id": state.served_name,
             "object": "model",
-            "created": engine.as_ref().map_or(0, |e| e.info.created),
+            "created": state.created().unwrap_or(0),
             "owned_by": "kandle",
-            "ready": engine.is_some(),
+            "ready": ready,
         }],
     }))
 }

@@ -69,6 +69,15 @@ pub struct Admitted {
     pub deadline: Instant,
 }
 
+impl Admitted {
+    pub fn new(permit: RequestPermit, deadline: Instant) -> Self {
+        Self {
+            _permit: permit,
+            deadline,
+        }
+    }
+}
+
 pub struct Engine {
     pub info: ModelInfo,
     admission: Admission,
@@ -194,12 +203,7 @@ impl Engine {
         Ok(Self {
             info,
             admission: Admission::new(
-                AdmissionLimits {
-                    max_requests: config.max_concurrent_requests,
-                    max_body_bytes: config.max_body_bytes,
-                    max_pending_body_bytes: config.max_pending_body_bytes,
-                    max_queued_tokens,
-                },
+                AdmissionLimits::from_config(config, max_queued_tokens),
                 metrics.queued_tokens.clone(),
             ),
             tokenizer,

@@ -32,8 +32,8 @@ const SOURCE_RECORD: &str = ".kandle-source.json";
 /// Kubernetes keeps at most this much of a termination message.
 const TERMINATION_MESSAGE_MAX: usize = 4096;
 
-/// Fills a model folder from the Hugging Face Hub, S3 or an archive URL, resuming partial
-/// downloads and checking every file before it is moved into place.
+/// Fills a model folder from the Hugging Face Hub, S3, or the URL of an archive or a GGUF file,
+/// resuming partial downloads and checking every file before it is moved into place.
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "kandle-runtime fetch",
@@ -51,7 +51,8 @@ pub enum Source {
     Hf(HubArgs),
     /// Every object under a prefix of an S3 bucket. Credentials: the standard AWS environment.
     S3(S3Args),
-    /// A tar archive (gzipped when the URL ends in .gz or .tgz), checked by its sha256.
+    /// A tar archive (gzipped when the URL ends in .gz or .tgz), or a single .gguf file, checked
+    /// by its sha256.
     Http(HttpArgs),
 }
 
@@ -121,11 +122,11 @@ pub struct S3Args {
 
 #[derive(Debug, Clone, Args)]
 pub struct HttpArgs {
-    /// The archive's URL.
+    /// The archive's URL, or a single file's when its path ends in .gguf.
     #[arg(long, value_name = "URL")]
     pub url: String,
 
-    /// Expected sha256 of the archive, hex.
+    /// Expected sha256 of the download, hex.
     #[arg(long, value_name = "HEX")]
     pub sha256: String,
 

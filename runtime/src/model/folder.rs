@@ -115,7 +115,8 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
     serde_json::from_str(&text).with_context(|| format!("{} is not valid", path.display()))
 }
 
-fn find_weights(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+/// `model.safetensors`, else the shards `model.safetensors.index.json` lists.
+pub fn find_weights(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let single = dir.join("model.safetensors");
     if single.is_file() {
         return Ok(vec![single]);

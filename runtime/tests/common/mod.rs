@@ -1,6 +1,8 @@
 //! Test support: the real model, an in-process server on 127.0.0.1:0, and polling helpers.
 #![allow(dead_code)]
 
+pub mod generation;
+
 use std::future::Future;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -13,6 +15,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub const SERVED_NAME: &str = "all-minilm-l6-v2";
+pub const LLM_NAME: &str = "smollm2";
 
 /// The all-MiniLM-L6-v2 folder: `$KANDLE_TEST_MODEL_DIR`, else `<repo>/.model-cache/all-MiniLM-L6-v2`.
 pub fn model_dir() -> PathBuf {
@@ -27,6 +30,23 @@ pub fn model_dir() -> PathBuf {
         dir.display()
     );
     dir
+}
+
+/// The SmolLM2-135M-Instruct GGUF file: in `$KANDLE_TEST_LLM_DIR`, else
+/// `<repo>/.model-cache/SmolLM2-135M-Instruct`.
+pub fn llm_file() -> PathBuf {
+    let dir = std::env::var_os("KANDLE_TEST_LLM_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.model-cache/SmolLM2-135M-Instruct")
+        });
+    let file = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        file.is_file(),
+        "the test LLM is missing at {}: run scripts/fetch-llm.sh (or set KANDLE_TEST_LLM_DIR)",
+        file.display()
+    );
+    file
 }
 
 #[derive(Deserialize)]
@@ -70,6 +90,23 @@ pub fn as_vector(value: &Value) -> Vec<f32> {
         .collect()
 }
 
+/// `$PYTHON` (default `python3`) when it can run `import_line`, or `None` after printing why
+/// not, with `pip_hint` as the fix. Under `CI` a missing module is a failure, not a skip.
+pub fn python_with(import_line: &str, pip_hint: &str) -> Option<String> {
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let found = std::process::Command::new(&python)
+        .args(["-c", import_line])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if found {
+        return Some(python);
+    }
+    let why = format!("{python} cannot run `{import_line}` ({pip_hint})");
+    assert!(std::env::var_os("CI").is_none(), "{why}");
+    eprintln!("skipped: {why}");
+    None
+}
+
 /// Polls `check` until it is true, failing the test after `deadline`.
 pub async fn wait_until<F, Fut>(deadline: Duration, what: &str, mut check: F)
 where
@@ -106,6 +143,26 @@ impl TestServer {
         // that are about the budget set their own.
         config.max_queued_tokens = Some(1_000_000);
         configure(&mut config);
+        Self::serve(config).await
+    }
+
+    /// Serves SmolLM2-135M-Instruct with small limits (a 1,024-token context, a 64-token step,
+    /// a KV cache of about 1,400 tokens) changed by `configure`, and waits until ready.
+    pub async fn start_llm(configure: impl FnOnce(&mut Config)) -> Self {
+        let file = llm_file();
+        let mut config = Config::for_model(file.parent().unwrap());
+        config.served_name = Some(LLM_NAME.to_owned());
+        config.model_version = "test".to_owned();
+        config.max_input_tokens = Some(1024);
+        config.step_tokens = 64;
+        config.max_batch_requests = 16;
+        config.kv_cache_memory = Some(64 << 20);
+        configure(&mut config);
+        Self::serve(config).await
+    }
+
+    /// Serves `config` as it is, and waits until ready.
+    pub async fn serve(config: Config) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (shutdown, signal) = oneshot::channel::<()>();
@@ -125,8 +182,8 @@ impl TestServer {
                 panic!("the server stopped before it was ready: {result:?}");
             }
             assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "the server was not ready within 60 s"
+                started.elapsed() < Duration::from_secs(120),
+                "the server was not ready within 120 s"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

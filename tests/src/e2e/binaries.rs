@@ -1,6 +1,7 @@
 //! The programs the end-to-end tests run: `kandle-operator`, `kandle-runtime`,
 //! `kandle-kubelet` and `kubectl-kandle`, found beside the test executable
-//! (`target/<profile>/`), and the example model that `scripts/fetch-model.sh` provides.
+//! (`target/<profile>/`), the example model that `scripts/fetch-model.sh` provides and the
+//! GGUF chat model that `scripts/fetch-llm.sh` provides.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -56,10 +57,25 @@ pub fn profile_dir() -> Result<PathBuf, String> {
         .ok_or_else(|| format!("{} has no target/<profile>/ above it", exe.display()))
 }
 
+/// The GGUF file `scripts/fetch-llm.sh` provides: SmolLM2-135M-Instruct quantized to Q4_1.
+pub const LLM_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
 /// Runs `scripts/fetch-model.sh` (idempotent: an existing download is kept) and returns the
 /// model folder it prints.
 pub fn fetch_model(workspace: &Path) -> Result<PathBuf, String> {
-    let script = workspace.join("scripts/fetch-model.sh");
+    fetched_folder(workspace, "scripts/fetch-model.sh", "config.json")
+}
+
+/// Runs `scripts/fetch-llm.sh` (idempotent too) and returns the folder it prints, which holds
+/// [`LLM_FILE`].
+pub fn fetch_llm(workspace: &Path) -> Result<PathBuf, String> {
+    fetched_folder(workspace, "scripts/fetch-llm.sh", LLM_FILE)
+}
+
+/// Runs the fetch script `script` of `workspace` and returns the folder it prints last, which
+/// must hold `expected`.
+fn fetched_folder(workspace: &Path, script: &str, expected: &str) -> Result<PathBuf, String> {
+    let script = workspace.join(script);
     let output = Command::new(&script)
         .output()
         .map_err(|e| format!("running {}: {e}", script.display()))?;
@@ -77,9 +93,9 @@ pub fn fetch_model(workspace: &Path) -> Result<PathBuf, String> {
         .last()
         .map(|line| PathBuf::from(line.trim()))
         .ok_or_else(|| format!("{} printed no model folder", script.display()))?;
-    if !folder.join("config.json").is_file() {
+    if !folder.join(expected).is_file() {
         return Err(format!(
-            "{} printed {}, which holds no config.json",
+            "{} printed {}, which holds no {expected}",
             script.display(),
             folder.display()
         ));

@@ -49,7 +49,7 @@ use cluster::{Cluster, Unavailable};
 pub use load::Load;
 pub use nodes::{NodeSpec, A100, H100};
 pub use operator::OperatorProcess;
-pub use serving::embed;
+pub use serving::{embed, post_chat, streamed_content};
 pub use waits::{
     condition_is, condition_message, has_condition, is_ready_for_generation, pod_ip, pod_is_ready,
     stable_revision, E2E_DEADLINE,

@@ -1,4 +1,5 @@
 use kandle_crds::conditions::{self, reasons};
+use kandle_crds::Task;
 
 use super::*;
 use crate::plan::{rejected, EventKind};
@@ -125,6 +126,69 @@ fn a_missing_pvc_degrades_without_touching_the_running_revision() {
         "the warning is not repeated: {:?}",
         again.events
     );
+}
+
+#[test]
+fn classification_is_refused_without_touching_the_running_revision() {
+    let (md_v1, cluster) = settled(
+        &md("bert").with_replicas(2).build(),
+        &Observed::default(),
+        0,
+    );
+    let stable = revision_of(&md_v1);
+    let md_v2 = respec(
+        &md_v1,
+        &md("bert")
+            .with_replicas(2)
+            .with_task(Task::Classification)
+            .build(),
+    );
+
+    let plan = plan_at(&md_v2, &cluster, 100);
+    assert!(plan.deployments.is_empty() && plan.revisions.is_empty() && plan.delete.is_empty());
+    assert_eq!((plan.service.clone(), plan.pdb.clone()), (None, None));
+    let degraded = condition(&plan, conditions::DEGRADED);
+    assert_eq!(
+        (degraded.status.as_str(), degraded.reason.as_str()),
+        ("True", reasons::INVALID_SPEC)
+    );
+    assert!(
+        degraded
+            .message
+            .starts_with("spec.model.task: classification is not served"),
+        "{}",
+        degraded.message
+    );
+    let progressing = condition(&plan, conditions::PROGRESSING);
+    assert_eq!(
+        (progressing.status.as_str(), progressing.reason.as_str()),
+        ("False", reasons::INVALID_SPEC)
+    );
+    assert_eq!(
+        (
+            plan.events.len(),
+            plan.events[0].kind,
+            plan.events[0].reason
+        ),
+        (1, EventKind::Warning, reasons::INVALID_SPEC)
+    );
+    assert_eq!(plan.status.stable_revision, Some(stable));
+    assert_eq!(condition(&plan, conditions::READY).status, "True");
+
+    let generation = respec(
+        &with_status(&md_v2, &plan),
+        &md("bert")
+            .with_replicas(2)
+            .with_task(Task::Generation)
+            .build(),
+    );
+    let plan = plan_at(&generation, &cluster, 110);
+    assert_eq!(
+        condition(&plan, conditions::DEGRADED).status,
+        "False",
+        "a served task clears the refusal"
+    );
+    assert!(names(&plan).contains(&revision_of(&generation)));
 }
 
 #[test]

@@ -1,7 +1,7 @@
 use k8s_openapi::api::core::v1::{Container, EnvVar, Toleration};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kandle_crds::{labels, SecretKeyRef};
+use kandle_crds::{labels, SecretKeyRef, Task};
 
 use super::*;
 use crate::plan::{FETCH_CONTAINER, GPU_PRODUCT_LABEL, MODEL_DIR, MODEL_VOLUME};
@@ -121,6 +121,69 @@ fn the_runtime_gets_its_flags_then_the_users_arguments() {
 }
 
 #[test]
+fn a_generation_model_starts_the_runtime_in_generation_mode() {
+    let md = md("smollm2")
+        .with_task(Task::Generation)
+        .with_max_sequence_length(2048)
+        .build();
+    let args = runtime_container(&target(&md)).args.clone().expect("args");
+    assert_eq!(flag(&args, "--task"), Some("generation"));
+    assert_eq!(args.iter().filter(|a| *a == "--task").count(), 1);
+    assert_eq!(
+        flag(&args, "--max-input-tokens"),
+        Some("2048"),
+        "the context limit"
+    );
+}
+
+#[test]
+fn an_embedding_model_passes_no_task_and_keeps_its_pods_as_they_were() {
+    let embedding = md("bert").build();
+    let args = runtime_container(&target(&embedding))
+        .args
+        .clone()
+        .expect("args");
+    assert!(!args.iter().any(|a| a == "--task"), "{args:?}");
+    assert_eq!(
+        args,
+        [
+            "--model-dir",
+            MODEL_DIR,
+            "--served-name",
+            "bert",
+            "--model-version",
+            "v1",
+            "--port",
+            "8080",
+            "--dtype",
+            "auto",
+            "--device",
+            "cpu",
+            "--drain-timeout",
+            "20s"
+        ]
+    );
+    let generation = md("bert").with_task(Task::Generation).build();
+    assert_ne!(
+        revision_of(&embedding),
+        revision_of(&generation),
+        "the task is part of the revision"
+    );
+}
+
+#[test]
+fn a_user_argument_picks_one_gguf_file_among_several() {
+    let md = md("llama")
+        .with_task(Task::Generation)
+        .from_pvc("models", Some("llama-gguf"))
+        .with_args(&["--model-file", "llama.Q4_K_M.gguf"])
+        .build();
+    let args = runtime_container(&target(&md)).args.clone().expect("args");
+    assert_eq!(flag(&args, "--model-file"), Some("llama.Q4_K_M.gguf"));
+    assert_eq!(flag(&args, "--task"), Some("generation"));
+}
+
+#[test]
 fn unset_limits_add_no_flags() {
     let args = runtime_container(&target(&md("bert").unversioned().build()))
         .args
@@ -232,6 +295,21 @@ fn an_http_source_is_downloaded_and_checked_by_the_runtimes_fetcher() {
     let url = "https://models.example.com/bert.tar.gz?sig=x";
     let deployment = target(&md("bert").from_http(url, &sha).build());
     let init = fetch_container(&deployment);
+    assert_eq!(
+        init.args.expect("args"),
+        ["fetch", "http", "--url", url, "--sha256", &sha, "--dest", MODEL_DIR]
+    );
+}
+
+#[test]
+fn a_single_gguf_file_over_http_is_fetched_like_an_archive() {
+    let sha = "b".repeat(64);
+    let url = "https://models.example.com/SmolLM2-135M-Instruct.Q4_1.gguf";
+    let md = md("smollm2")
+        .with_task(Task::Generation)
+        .from_http(url, &sha)
+        .build();
+    let init = fetch_container(&target(&md));
     assert_eq!(
         init.args.expect("args"),
         ["fetch", "http", "--url", url, "--sha256", &sha, "--dest", MODEL_DIR]

