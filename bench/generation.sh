@@ -111,7 +111,8 @@ ensure() {  # ensure IMPORT PIP_SPEC
   echo "== installed $2 in $((SECONDS - start)) s" >&2
 }
 
-echo "== machine: $(nproc) cores, $(uname -m), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+cpu="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+echo "== machine: $(nproc) cores, $(uname -m), $cpu"
 echo "== model: $model_dir/$file; threads=$threads; max_tokens=$max_tokens (EOS ignored where" \
   "supported); stream prompts $prompt_tokens tokens (+1 per stream); prefill $prefill_tokens tokens"
 
@@ -120,8 +121,8 @@ for engine in $engines; do
   llama.cpp)
     ensure llama_cpp.server "llama-cpp-python[server]==$llama_version"
     settle
-    echo "== llama.cpp (llama-cpp-python $("$python" -c 'import llama_cpp; print(llama_cpp.__version__)')" \
-      "OpenAI server)"
+    version="$("$python" -c 'import llama_cpp; print(llama_cpp.__version__)')"
+    echo "== llama.cpp (llama-cpp-python $version OpenAI server)"
     "$python" -m llama_cpp.server --model "$model_dir/$file" --model_alias "$name" \
       --n_threads "$threads" --n_threads_batch "$threads" --n_ctx 2048 --interrupt_requests False \
       --host 127.0.0.1 --port "$port" > "$out/llama.cpp.log" 2>&1 &
@@ -130,7 +131,8 @@ for engine in $engines; do
       # llama-cpp-python has no ignore_eos: a -1000 logit bias on the model's end-of-generation
       # tokens (<|endoftext|> 0, <|im_end|> 2, <reponame> 4) makes every request run to
       # max_tokens. It runs as a Python logits callback, about 0.1 ms per token.
-      load_http llama.cpp --extra '{"logit_bias": {"0": -1000, "2": -1000, "4": -1000}}'
+      load_http llama.cpp --extra '{"logit_bias": {"0": -1000, "2": -1000, "4": -1000}}' ||
+        echo "== llama.cpp: the load generator failed"
     else
       echo "== llama.cpp server did not start; log:" >&2
       tail -n 30 "$out/llama.cpp.log" >&2
@@ -161,7 +163,7 @@ for engine in $engines; do
       --threads "$threads" --served-name "$name" ${KANDLE_ARGS:-} > "$out/kandle.log" 2>&1 &
     server=$!
     if wait_ready "http://127.0.0.1:$port/readyz" 60; then
-      load_http kandle
+      load_http kandle || echo "== kandle: the load generator failed"
     else
       echo "== kandle: skipped, the server was not ready within 60 s (or exited); log tail:"
       tail -n 20 "$out/kandle.log"
@@ -185,8 +187,8 @@ print("| Engine | Streams | tokens/s | decode tokens/s per stream | TTFT p50 ms 
       "| ITL p50 ms | ITL p99 ms | new tokens per stream | prefill s |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for r in rows:
-    toks = f"{r['completion_tokens_min']}–{r['completion_tokens_max']}" \
-        if r["completion_tokens_min"] != r["completion_tokens_max"] else f"{r['completion_tokens_min']}"
+    lo, hi = r["completion_tokens_min"], r["completion_tokens_max"]
+    toks = f"{lo}" if lo == hi else f"{lo}–{hi}"
     prefill = f"{r['prefill_s']:.2f} ({r['prefill_tokens']} tokens)" if "prefill_s" in r else ""
     err = f" ({r['errors']} errors)" if r["errors"] else ""
     print(f"| {r['engine']}{err} | {r['streams']} | {f(r['tokens_per_s'])} "

@@ -92,7 +92,8 @@ class Client:
         return body
 
     def _path(self) -> str:
-        return self.base + ("/v1/chat/completions" if self.endpoint == "chat" else "/v1/completions")
+        return self.base + ("/v1/chat/completions" if self.endpoint == "chat"
+                            else "/v1/completions")
 
     def prompt_tokens(self, prompt: str) -> int:
         """usage.prompt_tokens of a non-streamed max_tokens 1 request."""
@@ -225,6 +226,8 @@ def summarize(results: list[dict], max_tokens: int) -> dict:
         "wall_s": round(wall, 3),
         "tokens_per_s": round(sum(completion) / wall, 2) if wall > 0 else None,
         "decode_tokens_per_s_per_stream_p50": round(percentile(decode, 50), 2) if decode else None,
+        "decode_tokens_per_s_per_stream_min": round(min(decode), 2) if decode else None,
+        "decode_tokens_per_s_per_stream_max": round(max(decode), 2) if decode else None,
         "ttft_p50_ms": ms(percentile(ttft, 50)),
         "ttft_p99_ms": ms(percentile(ttft, 99)),
         "itl_p50_ms": ms(percentile(itl, 50)),
