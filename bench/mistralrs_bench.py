@@ -83,7 +83,8 @@ def main() -> None:
     p.add_argument("--file", default="SmolLM2-135M-Instruct.Q4_1.gguf")
     p.add_argument("--threads", type=int, default=0, help="RAYON_NUM_THREADS (0: leave as is)")
     p.add_argument("--streams", default="1,16", help="comma-separated stream counts")
-    p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=1,
+                   help="single-stream requests, one after another (concurrent runs: one round)")
     p.add_argument("--max-tokens", type=int, default=256)
     p.add_argument("--warmup", type=int, default=2, help="untimed 32-token requests first")
     p.add_argument("--prompt-tokens", type=int, default=64)
@@ -127,7 +128,6 @@ def main() -> None:
         "version": getattr(mistralrs, "__version__", None) or _dist_version("mistralrs"),
         "mode": "in-process (Python API, chat stream)",
         "threads": int(os.environ.get("RAYON_NUM_THREADS", "0")) or os.cpu_count(),
-        "rounds": args.rounds,
         "prompt_tokens": measured,
         "length_spread": args.length_spread,
         "ignore_eos_sent": True,
@@ -149,12 +149,13 @@ def main() -> None:
 
     for n, streams in enumerate(int(s) for s in args.streams.split(",")):
         results = []
-        for _ in range(args.rounds):
+        for _ in range(args.rounds if streams == 1 else 1):
             prompts = [prompt_text(request_id + i, sentences, pad + i * args.length_spread)
                        for i in range(streams)]
             request_id += streams
             results.extend(run_concurrent(engine, prompts, args.max_tokens))
-        out = {**base, "streams": streams, **(prefill if n == 0 else {})}
+        out = {**base, "streams": streams, "rounds": args.rounds if streams == 1 else 1,
+               **(prefill if n == 0 else {})}
         out.update(summarize(results, args.max_tokens))
         log(f"mistral.rs: {streams} stream(s): {out['tokens_per_s']} tokens/s aggregate, "
             f"TTFT p50 {out['ttft_p50_ms']} ms p99 {out['ttft_p99_ms']} ms, "
