@@ -293,6 +293,13 @@ impl Metrics {
             .inc();
     }
 
+    /// What every engine records once its model is loaded and warmed up.
+    pub fn record_load(&self, seconds: f64, max_queued_tokens: usize, model: ModelLabels) {
+        self.model_load_seconds.set(seconds);
+        self.max_queued_tokens.set(max_queued_tokens as i64);
+        self.model_info.get_or_create(&model).set(1);
+    }
+
     pub fn abandoned(&self, reason: &'static str) {
         self.abandoned_requests
             .get_or_create(&ReasonLabels { reason })

@@ -25,7 +25,6 @@ use kandle_runtime::generate::chat_template::ChatTemplate;
 use kandle_runtime::generate::llama::{Llama, WeightFormat};
 use kandle_runtime::generate::safetensors::Checkpoint;
 use kandle_runtime::generate::tokenizer::{self, SpecialTokens};
-use kandle_runtime::Config;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -271,14 +270,7 @@ async fn the_server_serves_the_folder_as_a_generation_model() {
     let dir = tokio::task::spawn_blocking(|| folders().bf16.clone())
         .await
         .unwrap();
-    let mut config = Config::for_model(dir);
-    config.served_name = Some(LLM_NAME.to_owned());
-    config.model_version = "test".to_owned();
-    config.max_input_tokens = Some(1024);
-    config.step_tokens = 64;
-    config.max_batch_requests = 16;
-    config.kv_cache_memory = Some(64 << 20);
-    let server = TestServer::serve(config).await;
+    let server = TestServer::start_generation(dir, |_| {}).await;
     let request = json!({
         "model": LLM_NAME,
         "messages": [{"role": "user", "content": "What is the capital of France?"}],

@@ -187,19 +187,16 @@ impl Engine {
             .spawn(move || worker::run(&model, jobs, settings, &thread_health, &thread_metrics))
             .context("cannot start the model thread")?;
 
-        metrics
-            .model_load_seconds
-            .set(started.elapsed().as_secs_f64());
-        metrics.max_queued_tokens.set(max_queued_tokens as i64);
-        metrics
-            .model_info
-            .get_or_create(&ModelLabels {
+        metrics.record_load(
+            started.elapsed().as_secs_f64(),
+            max_queued_tokens,
+            ModelLabels {
                 model: info.name.clone(),
                 version: info.version.clone(),
                 device: info.device.clone(),
                 dtype: info.dtype.clone(),
-            })
-            .set(1);
+            },
+        );
         Ok(Self {
             info,
             admission: Admission::new(

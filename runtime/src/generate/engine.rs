@@ -146,19 +146,16 @@ impl Generator {
             .unwrap_or(2 * kv_cache_tokens)
             .max(context_length);
         metrics.generation.kv_cache_blocks.set(pool.total() as i64);
-        metrics.max_queued_tokens.set(max_queued_tokens as i64);
-        metrics
-            .model_load_seconds
-            .set(started.elapsed().as_secs_f64());
-        metrics
-            .model_info
-            .get_or_create(&ModelLabels {
+        metrics.record_load(
+            started.elapsed().as_secs_f64(),
+            max_queued_tokens,
+            ModelLabels {
                 model: info.name.clone(),
                 version: info.version.clone(),
                 device: info.device.clone(),
                 dtype: info.weights.clone(),
-            })
-            .set(1);
+            },
+        );
 
         let health = Arc::new(Health::new(config.unhealthy_after_failures));
         let (queue, requests) = std::sync::mpsc::channel();

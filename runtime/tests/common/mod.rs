@@ -150,7 +150,15 @@ impl TestServer {
     /// a KV cache of about 1,400 tokens) changed by `configure`, and waits until ready.
     pub async fn start_llm(configure: impl FnOnce(&mut Config)) -> Self {
         let file = llm_file();
-        let mut config = Config::for_model(file.parent().unwrap());
+        Self::start_generation(file.parent().unwrap(), configure).await
+    }
+
+    /// [`TestServer::start_llm`]'s limits for the generation model in `dir`.
+    pub async fn start_generation(
+        dir: impl Into<PathBuf>,
+        configure: impl FnOnce(&mut Config),
+    ) -> Self {
+        let mut config = Config::for_model(dir);
         config.served_name = Some(LLM_NAME.to_owned());
         config.model_version = "test".to_owned();
         config.max_input_tokens = Some(1024);
@@ -162,7 +170,7 @@ impl TestServer {
     }
 
     /// Serves `config` as it is, and waits until ready.
-    pub async fn serve(config: Config) -> Self {
+    async fn serve(config: Config) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (shutdown, signal) = oneshot::channel::<()>();
