@@ -157,9 +157,11 @@ pub struct Config {
     #[arg(long, env = "KANDLE_DEVICE", default_value = "auto")]
     pub device: DeviceChoice,
 
-    /// Weights precision. With `auto`, a GGUF model's weights are dequantized to f32 on a CPU
-    /// when that takes at most a quarter of the memory (else they stay quantized), and to f16 on
-    /// a GPU; f32, f16 and bf16 dequantize them at load.
+    /// Weights precision. With `auto`, a GGUF model's weights stay quantized on a CPU when all
+    /// are Q4_0, Q4_1 or Q8_0 (the CPU row kernels multiply them, dequantized exactly, with f32
+    /// activations); other types are dequantized to f32 when that takes at most a quarter of the
+    /// memory (else they stay quantized). On a GPU `auto` is f16; f32, f16 and bf16 dequantize
+    /// them at load.
     #[arg(long, env = "KANDLE_DTYPE", value_enum, default_value = "auto")]
     pub dtype: DTypeChoice,
 

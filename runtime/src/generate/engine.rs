@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use super::chat_template::{ChatMessage, ChatTemplate};
 use super::kv_cache::{BlockPool, BLOCK_TOKENS};
 use super::llama::{Chunk, Llama, WeightFormat};
+use super::row_kernels::BlockMatrix;
 use super::safetensors::Checkpoint;
 use super::sampling::SamplingParams;
 use super::scheduler::{Scheduler, SchedulerLimits};
@@ -323,7 +324,13 @@ fn load_gguf(config: &Config, device: &Device) -> anyhow::Result<Loaded> {
         .values()
         .map(|t| t.shape.elem_count() as u64 * 4)
         .sum();
-    let format = weight_format(config.dtype, device, f32_bytes, memory_limit())?;
+    let format = weight_format(
+        config.dtype,
+        device,
+        f32_bytes,
+        memory_limit(),
+        all_have_row_kernels(&content),
+    )?;
     let model = Llama::from_gguf(&content, &mut file, device, format)
         .with_context(|| format!("cannot load {}", path.display()))?;
     let special = SpecialTokens::from_gguf(&content)?;
@@ -342,7 +349,13 @@ fn load_gguf(config: &Config, device: &Device) -> anyhow::Result<Loaded> {
 fn load_safetensors(config: &Config, device: &Device) -> anyhow::Result<Loaded> {
     let dir = &config.model_dir;
     let checkpoint = Checkpoint::open(dir)?;
-    let format = weight_format(config.dtype, device, checkpoint.f32_bytes(), memory_limit())?;
+    let format = weight_format(
+        config.dtype,
+        device,
+        checkpoint.f32_bytes(),
+        memory_limit(),
+        false,
+    )?;
     let dtype = checkpoint.weight_dtype(format)?;
     let model = checkpoint
         .load(device, format)
@@ -399,16 +412,20 @@ pub fn gguf_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(found)
 }
 
-/// How to hold the weights. On a CPU, `auto` dequantizes them to f32 when that takes at most a
-/// quarter of the memory: candle's f32 matmuls are several times faster there than its
-/// quantized ones (whose Q4_1 kernel has no SIMD path), and f32 is the reference precision.
+/// How to hold the weights. On a CPU, `auto` keeps them quantized when every matmul weight is
+/// of a type the row kernels take (`row_kernels`): they multiply exactly dequantized weights
+/// with f32 activations, faster than f32 weights. Otherwise it dequantizes them to f32 when
+/// that takes at most a quarter of the memory: candle's quantized CPU matmuls round the
+/// activations to 8 bits and are slower than its f32 ones.
 fn weight_format(
     dtype: DTypeChoice,
     device: &Device,
     f32_bytes: u64,
     memory: Option<u64>,
+    row_kernels: bool,
 ) -> anyhow::Result<WeightFormat> {
     Ok(match dtype {
+        DTypeChoice::Auto if device.is_cpu() && row_kernels => WeightFormat::Quantized,
         DTypeChoice::Auto if device.is_cpu() => match memory {
             Some(memory) if f32_bytes <= memory / 4 => WeightFormat::Dequantized(DType::F32),
             _ => WeightFormat::Quantized,
@@ -420,6 +437,23 @@ fn weight_format(
              activations by f32 or f16 weights; use f16 or f32"
         ),
     })
+}
+
+/// Whether every matmul weight of a GGUF file (the layers' and the output projection) has a
+/// CPU row kernel.
+fn all_have_row_kernels(content: &gguf_file::Content) -> bool {
+    let output = if content.tensor_infos.contains_key("output.weight") {
+        "output.weight"
+    } else {
+        "token_embd.weight"
+    };
+    content
+        .tensor_infos
+        .iter()
+        .filter(|(name, info)| {
+            (name.starts_with("blk.") && info.shape.rank() == 2) || name.as_str() == output
+        })
+        .all(|(_, info)| BlockMatrix::supports(info.ggml_dtype))
 }
 
 fn weights_name(format: WeightFormat) -> String {
@@ -505,11 +539,19 @@ mod tests {
     }
 
     #[test]
-    fn auto_dequantizes_on_the_cpu_only_what_fits_a_quarter_of_the_memory() {
+    fn auto_keeps_row_kernel_types_quantized_and_else_dequantizes_what_fits_a_quarter() {
         let gib = 1 << 30;
         let format = |dtype, f32_bytes, memory| {
-            weight_format(dtype, &Device::Cpu, f32_bytes, memory).map_err(|e| e.to_string())
+            weight_format(dtype, &Device::Cpu, f32_bytes, memory, false).map_err(|e| e.to_string())
         };
+        assert_eq!(
+            weight_format(DTypeChoice::Auto, &Device::Cpu, gib, Some(8 * gib), true).unwrap(),
+            WeightFormat::Quantized
+        );
+        assert_eq!(
+            weight_format(DTypeChoice::F32, &Device::Cpu, gib, Some(8 * gib), true).unwrap(),
+            WeightFormat::Dequantized(DType::F32)
+        );
         let f32 = WeightFormat::Dequantized(DType::F32);
         assert_eq!(format(DTypeChoice::Auto, gib, Some(8 * gib)), Ok(f32));
         let quantized = Ok(WeightFormat::Quantized);

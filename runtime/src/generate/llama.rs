@@ -2,15 +2,17 @@
 //! through the projections and MLPs as one matrix (the weights are read once per step for all
 //! sequences), and attention runs per sequence against that sequence's own KV cache.
 //!
-//! Weights come from a GGUF file ([`Llama::from_gguf`]) and stay quantized, or are dequantized
-//! at load to f32 (the reference-fidelity mode) or f16 (the GPU default, where batched quantized
-//! matmuls would dequantize whole weights on every step).
+//! Weights come from a GGUF file ([`Llama::from_gguf`]) and stay quantized (the CPU default for
+//! the block types the row kernels take, multiplied with f32 activations; see [`super::linear`]),
+//! or are dequantized at load to f32 or f16 (the GPU default, where batched quantized matmuls
+//! would dequantize whole weights on every step).
 
-use candle_core::quantized::{gguf_file, QMatMul, QTensor};
-use candle_core::{DType, Device, Module, Tensor, D};
+use candle_core::quantized::{gguf_file, QTensor};
+use candle_core::{DType, Device, Tensor, D};
 
 use super::decode_attention::{decode_attention, DecodeRow};
 use super::kv_cache::SeqCache;
+use super::linear::Linear;
 
 /// The shape of the network, from the file's metadata.
 #[derive(Debug, Clone, PartialEq)]
@@ -95,14 +97,14 @@ pub enum WeightFormat {
 /// One decoder layer's weights; matmul weights are `[out, in]`.
 pub struct Layer {
     pub attn_norm: Tensor,
-    pub q: QMatMul,
-    pub k: QMatMul,
-    pub v: QMatMul,
-    pub o: QMatMul,
+    pub q: Linear,
+    pub k: Linear,
+    pub v: Linear,
+    pub o: Linear,
     pub ffn_norm: Tensor,
-    pub gate: QMatMul,
-    pub up: QMatMul,
-    pub down: QMatMul,
+    pub gate: Linear,
+    pub up: Linear,
+    pub down: Linear,
 }
 
 /// The whole network's weights, however they were read.
@@ -111,7 +113,7 @@ pub struct Weights {
     pub embeddings: Tensor,
     pub layers: Vec<Layer>,
     pub norm: Tensor,
-    pub lm_head: QMatMul,
+    pub lm_head: Linear,
 }
 
 pub struct Llama {
@@ -119,7 +121,7 @@ pub struct Llama {
     embeddings: Tensor,
     layers: Vec<Layer>,
     norm: Tensor,
-    lm_head: QMatMul,
+    lm_head: Linear,
     cos: Tensor,
     sin: Tensor,
     device: Device,
@@ -149,13 +151,13 @@ impl Llama {
         let embeddings_q = tensor("token_embd.weight")?;
         let embeddings = embeddings_q.dequantize(device)?;
         let lm_head = match tensor("output.weight") {
-            Ok(output) => matmul(output, format)?,
-            Err(_) => matmul(embeddings_q, format)?, // tied embeddings
+            Ok(output) => Linear::from_qtensor(output, format)?,
+            Err(_) => Linear::from_qtensor(embeddings_q, format)?, // tied embeddings
         };
         let mut layers = Vec::with_capacity(config.layers);
         for i in 0..config.layers {
-            let mut matmul = |name: &str| -> anyhow::Result<QMatMul> {
-                matmul(tensor(&format!("blk.{i}.{name}.weight"))?, format)
+            let mut matmul = |name: &str| -> anyhow::Result<Linear> {
+                Linear::from_qtensor(tensor(&format!("blk.{i}.{name}.weight"))?, format)
             };
             layers.push(Layer {
                 q: matmul("attn_q")?,
@@ -233,20 +235,37 @@ impl Llama {
             let attended = self.attention(layer, index, &h, &cos, &sin, chunks, &spans)?;
             x = (x + layer.o.forward(&attended)?)?;
             let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps)?;
-            let gated =
-                (candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?;
+            let [gate, up]: [Tensor; 2] = Linear::forward_all(&[&layer.gate, &layer.up], &h)?
+                .try_into()
+                .expect("two outputs");
+            let gated = (candle_nn::ops::silu(&gate)? * up)?;
             x = (x + layer.down.forward(&gated)?)?;
         }
-        let mut outputs = Vec::with_capacity(chunks.len());
+        // The rows that need logits, gathered so the output projection (the largest matrix)
+        // is read once per step, not once per sequence.
+        let mut picked = Vec::new();
         for (chunk, &(offset, len, _)) in chunks.iter().zip(&spans) {
-            let rows = if chunk.all_logits {
-                x.narrow(0, offset, len)?
+            let first = if chunk.all_logits {
+                offset
             } else {
-                x.narrow(0, offset + len - 1, 1)?
+                offset + len - 1
             };
-            let rows = candle_nn::ops::rms_norm(&rows.contiguous()?, &self.norm, eps)?;
-            let logits = self.lm_head.forward(&rows)?;
-            outputs.push(logits.to_dtype(DType::F32)?.to_device(&Device::Cpu)?);
+            picked.extend(first as u32..(offset + len) as u32);
+        }
+        let picked_len = picked.len();
+        let picked = Tensor::from_vec(picked, picked_len, &self.device)?;
+        let rows = candle_nn::ops::rms_norm(&x.index_select(&picked, 0)?, &self.norm, eps)?;
+        let logits = self
+            .lm_head
+            .forward(&rows)?
+            .to_dtype(DType::F32)?
+            .to_device(&Device::Cpu)?;
+        let mut outputs = Vec::with_capacity(chunks.len());
+        let mut next = 0;
+        for (chunk, &(_, len, _)) in chunks.iter().zip(&spans) {
+            let count = if chunk.all_logits { len } else { 1 };
+            outputs.push(logits.narrow(0, next, count)?);
+            next += count;
         }
         Ok(outputs)
     }
@@ -279,17 +298,17 @@ impl Llama {
             }
         };
         let scale = 1.0 / (c.head_dim as f64).sqrt();
-        let q = (heads(layer.q.forward(h)?, c.heads)?.squeeze(0)? * scale)?;
+        let [q, k, v]: [Tensor; 3] = Linear::forward_all(&[&layer.q, &layer.k, &layer.v], h)?
+            .try_into()
+            .expect("three outputs");
+        let q = (heads(q, c.heads)?.squeeze(0)? * scale)?;
         // Keys and values token-major, `[tokens, kv_heads, d]`, so that each sequence's share is
         // a contiguous slice its cache can take without a copy.
-        let k = heads(layer.k.forward(h)?, c.kv_heads)?
+        let k = heads(k, c.kv_heads)?
             .squeeze(0)?
             .transpose(0, 1)?
             .contiguous()?;
-        let v = layer
-            .v
-            .forward(h)?
-            .reshape((total, c.kv_heads, c.head_dim))?;
+        let v = v.reshape((total, c.kv_heads, c.head_dim))?;
         let group = c.heads / c.kv_heads;
         let mut caches = Vec::with_capacity(chunks.len());
         for (chunk, &(offset, len, _)) in chunks.iter_mut().zip(spans) {
@@ -353,19 +372,6 @@ impl Llama {
         }
         Ok(Tensor::cat(&outputs, 0)?)
     }
-}
-
-pub fn matmul(tensor: QTensor, format: WeightFormat) -> anyhow::Result<QMatMul> {
-    let device = tensor.device();
-    Ok(match format {
-        WeightFormat::Quantized => QMatMul::from_qtensor(tensor)?,
-        WeightFormat::Dequantized(DType::F16) => {
-            QMatMul::TensorF16(tensor.dequantize_f16(&device)?)
-        }
-        WeightFormat::Dequantized(dtype) => {
-            QMatMul::Tensor(tensor.dequantize(&device)?.to_dtype(dtype)?)
-        }
-    })
 }
 
 /// cos and sin of every position, `[context, head_dim / 2]`.

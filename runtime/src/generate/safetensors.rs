@@ -16,11 +16,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context};
-use candle_core::quantized::QMatMul;
 use candle_core::safetensors::SliceSafetensors;
 use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
 
+use super::linear::Linear;
 use super::llama::{Layer, Llama, LlamaConfig, WeightFormat, Weights};
 
 /// The architectures served, as `config.json`'s `architectures` and `model_type` name them.
@@ -232,22 +232,22 @@ impl Checkpoint {
         };
         let embeddings = take(EMBEDDINGS)?;
         let lm_head = match self.tied() {
-            true => matmul(embeddings.to_dtype(dtype)?),
-            false => matmul(take(LM_HEAD)?),
+            true => Linear::from_tensor(embeddings.to_dtype(dtype)?)?,
+            false => Linear::from_tensor(take(LM_HEAD)?)?,
         };
         let mut layers = Vec::with_capacity(self.config.layers);
         for i in 0..self.config.layers {
             let mut get = |name: &str| take(&layer_tensor(i, name));
             layers.push(Layer {
                 attn_norm: get("input_layernorm")?,
-                q: matmul(get("self_attn.q_proj")?),
-                k: matmul(get("self_attn.k_proj")?),
-                v: matmul(get("self_attn.v_proj")?),
-                o: matmul(get("self_attn.o_proj")?),
+                q: Linear::from_tensor(get("self_attn.q_proj")?)?,
+                k: Linear::from_tensor(get("self_attn.k_proj")?)?,
+                v: Linear::from_tensor(get("self_attn.v_proj")?)?,
+                o: Linear::from_tensor(get("self_attn.o_proj")?)?,
                 ffn_norm: get("post_attention_layernorm")?,
-                gate: matmul(get("mlp.gate_proj")?),
-                up: matmul(get("mlp.up_proj")?),
-                down: matmul(get("mlp.down_proj")?),
+                gate: Linear::from_tensor(get("mlp.gate_proj")?)?,
+                up: Linear::from_tensor(get("mlp.up_proj")?)?,
+                down: Linear::from_tensor(get("mlp.down_proj")?)?,
             });
         }
         Ok(Weights {
@@ -404,13 +404,6 @@ fn layer_tensor(layer: usize, name: &str) -> String {
 /// Embeddings and norms stay f32: the decoder's activations are f32.
 fn is_f32(name: &str) -> bool {
     name == EMBEDDINGS || name.ends_with("norm.weight")
-}
-
-fn matmul(weight: Tensor) -> QMatMul {
-    match weight.dtype() {
-        DType::F16 => QMatMul::TensorF16(weight),
-        _ => QMatMul::Tensor(weight),
-    }
 }
 
 #[cfg(test)]

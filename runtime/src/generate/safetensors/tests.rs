@@ -7,9 +7,14 @@ use crate::generate::llama::Chunk;
 struct TempDir(PathBuf);
 
 impl TempDir {
+    /// A fresh folder; tests run in parallel, so each gets its own even for the same `name`.
     fn new(name: &str) -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("kandle-safetensors-{name}-{}", std::process::id()));
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!(
+            "kandle-safetensors-{name}-{}-{n}",
+            std::process::id()
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         Self(dir)

@@ -1,0 +1,192 @@
+//! A matmul weight of the decoder, `[out, in]`, applied to activations `[tokens, in]`.
+//!
+//! On the CPU, batches of up to [`ROW_KERNEL_MAX_TOKENS`] tokens (decode steps) go through
+//! [`row_kernels`](super::row_kernels), which read each weight row once; larger ones (prompt
+//! chunks) go through candle's gemm, with block weights dequantized a tile at a time. GGUF
+//! block types without a row kernel (the K-quants), f16 weights and every weight on a GPU use
+//! candle's `QMatMul`.
+
+use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Storage, Tensor};
+use rayon::prelude::*;
+
+use super::llama::WeightFormat;
+use super::row_kernels::{dequantize_row, rows_times, BlockMatrix, WeightRows};
+
+/// The most tokens a step may have for the row kernels; above it candle's gemm, which reuses
+/// each weight many times from cache. At 16 tokens the row kernels were the faster (a
+/// SmolLM2 decode step of 16 sequences: 105 ms on Q4_1 rows against 132 ms through gemm on f32).
+pub const ROW_KERNEL_MAX_TOKENS: usize = 32;
+
+/// Weight rows handled by one parallel task of the row kernels.
+const ROWS_PER_TASK: usize = 16;
+
+/// f32 values per dequantized tile fed to gemm (8 MB).
+const TILE_VALUES: usize = 1 << 21;
+
+pub enum Linear {
+    /// On the CPU, `[out, in]` f32, contiguous.
+    F32(Tensor),
+    /// On the CPU, GGUF blocks.
+    Blocks(BlockMatrix),
+    /// Everything else, through candle.
+    Candle(QMatMul),
+}
+
+impl Linear {
+    /// From a GGUF tensor, held as `format` says.
+    pub fn from_qtensor(tensor: QTensor, format: WeightFormat) -> anyhow::Result<Self> {
+        let device = tensor.device();
+        Ok(match format {
+            WeightFormat::Quantized if device.is_cpu() && BlockMatrix::supports(tensor.dtype()) => {
+                let (rows, cols) = tensor.shape().dims2()?;
+                Self::Blocks(BlockMatrix::from_gguf(
+                    tensor.dtype(),
+                    rows,
+                    cols,
+                    &tensor.data()?,
+                )?)
+            }
+            WeightFormat::Quantized => Self::Candle(QMatMul::from_qtensor(tensor)?),
+            WeightFormat::Dequantized(DType::F16) => {
+                Self::Candle(QMatMul::TensorF16(tensor.dequantize_f16(&device)?))
+            }
+            WeightFormat::Dequantized(dtype) => {
+                Self::from_tensor(tensor.dequantize(&device)?.to_dtype(dtype)?)?
+            }
+        })
+    }
+
+    /// From a float tensor `[out, in]`.
+    pub fn from_tensor(weight: Tensor) -> anyhow::Result<Self> {
+        Ok(match weight.dtype() {
+            DType::F32 if weight.device().is_cpu() => Self::F32(weight.contiguous()?),
+            DType::F16 => Self::Candle(QMatMul::TensorF16(weight)),
+            _ => Self::Candle(QMatMul::Tensor(weight)),
+        })
+    }
+
+    /// `x · Wᵀ`: `[tokens, in] -> [tokens, out]`.
+    pub fn forward(&self, x: &Tensor) -> anyhow::Result<Tensor> {
+        let mut out = Self::forward_all(&[self], x)?;
+        Ok(out.pop().expect("one output per weight"))
+    }
+
+    /// `x · Wᵀ` for each of `weights` (which share their input). Where all go through the row
+    /// kernels, they run as one parallel pass: one fork and join instead of one per weight,
+    /// which at one token per step cost about as much as the multiplications.
+    pub fn forward_all(weights: &[&Self], x: &Tensor) -> anyhow::Result<Vec<Tensor>> {
+        let tokens = x.dim(0)?;
+        let rowwise = |weight: &&Self| {
+            matches!(weight, Self::F32(_) | Self::Blocks(_)) && tokens <= ROW_KERNEL_MAX_TOKENS
+        };
+        if !weights.iter().all(rowwise) {
+            return weights.iter().map(|weight| weight.forward_one(x)).collect();
+        }
+        let guards: Vec<_> = weights
+            .iter()
+            .map(|weight| match weight {
+                Self::F32(tensor) => Some(tensor.storage_and_layout()),
+                _ => None,
+            })
+            .collect();
+        let rows = weights
+            .iter()
+            .zip(&guards)
+            .map(|(weight, guard)| match (weight, guard) {
+                (Self::F32(tensor), Some((storage, layout))) => {
+                    let (out, cols) = tensor.dims2()?;
+                    let data = &cpu_slice(storage)?[layout.start_offset()..][..out * cols];
+                    Ok(WeightRows::F32 { data, cols })
+                }
+                (Self::Blocks(blocks), _) => Ok(WeightRows::Blocks(blocks)),
+                _ => unreachable!("only row-kernel weights get here"),
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        row_kernel(x, &rows)
+    }
+
+    /// One weight, by whichever path its kind and the batch size call for.
+    fn forward_one(&self, x: &Tensor) -> anyhow::Result<Tensor> {
+        Ok(match self {
+            Self::Candle(matmul) => matmul.forward(x)?,
+            Self::F32(weight) => x.matmul(&weight.t()?)?,
+            Self::Blocks(blocks) => tiled_gemm(x, blocks)?,
+        })
+    }
+}
+
+/// Up to [`ROW_KERNEL_MAX_TOKENS`] rows of `x` against each of `weights`, in one parallel pass
+/// over all their rows.
+fn row_kernel(x: &Tensor, weights: &[WeightRows<'_>]) -> anyhow::Result<Vec<Tensor>> {
+    let (tokens, cols) = x.dims2()?;
+    let x = x.to_dtype(DType::F32)?.contiguous()?;
+    let (storage, layout) = x.storage_and_layout();
+    let x_data = &cpu_slice(&storage)?[layout.start_offset()..][..tokens * cols];
+    // Per weight, the products transposed, `[out, tokens]`, so that each task writes one
+    // contiguous piece.
+    let mut transposed: Vec<Vec<f32>> = weights
+        .iter()
+        .map(|weight| vec![0f32; weight.rows() * tokens])
+        .collect();
+    let tasks: Vec<(&WeightRows<'_>, usize, &mut [f32])> = weights
+        .iter()
+        .zip(transposed.iter_mut())
+        .flat_map(|(weight, out)| {
+            out.chunks_mut(ROWS_PER_TASK * tokens)
+                .enumerate()
+                .map(move |(task, part)| (weight, task * ROWS_PER_TASK, part))
+        })
+        .collect();
+    tasks
+        .into_par_iter()
+        .for_each_init(Vec::new, |scratch, (weight, first, part)| {
+            let rows = first..first + part.len() / tokens;
+            rows_times(x_data, tokens, weight, rows, part, scratch);
+        });
+    transposed
+        .into_iter()
+        .map(|values| {
+            let out = values.len() / tokens;
+            let values = if tokens == 1 {
+                values
+            } else {
+                let mut result = vec![0f32; tokens * out];
+                for (row, values) in values.chunks_exact(tokens).enumerate() {
+                    for (token, &value) in values.iter().enumerate() {
+                        result[token * out + row] = value;
+                    }
+                }
+                result
+            };
+            Ok(Tensor::from_vec(values, (tokens, out), &Device::Cpu)?)
+        })
+        .collect()
+}
+
+/// Many rows of `x` against block weights: gemm over f32 tiles of weight rows.
+fn tiled_gemm(x: &Tensor, blocks: &BlockMatrix) -> anyhow::Result<Tensor> {
+    let cols = blocks.cols();
+    let tile = (TILE_VALUES / cols).max(1);
+    let x = x.to_dtype(DType::F32)?;
+    let mut parts = Vec::new();
+    for first in (0..blocks.rows()).step_by(tile) {
+        let rows = first..(first + tile).min(blocks.rows());
+        let mut weight = vec![0f32; rows.len() * cols];
+        weight
+            .par_chunks_mut(cols)
+            .zip(rows.clone())
+            .for_each(|(out, row)| dequantize_row(blocks, row, out));
+        let weight = Tensor::from_vec(weight, (rows.len(), cols), &Device::Cpu)?;
+        parts.push(x.matmul(&weight.t()?)?);
+    }
+    Ok(Tensor::cat(&parts, 1)?)
+}
+
+/// The f32 values of a CPU tensor's storage.
+pub fn cpu_slice(storage: &Storage) -> anyhow::Result<&[f32]> {
+    match storage {
+        Storage::Cpu(cpu) => Ok(cpu.as_slice::<f32>()?),
+        _ => anyhow::bail!("a CPU kernel given a tensor that is not on the CPU"),
+    }
+}

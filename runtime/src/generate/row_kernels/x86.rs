@@ -1,0 +1,142 @@
+//! The row kernels in AVX2 and FMA instructions, through pulp's safe intrinsics.
+
+use std::arch::x86_64::{__m128i, __m256};
+
+use pulp::bytemuck::cast;
+use pulp::x86::V3;
+
+use super::{Kernels, BLOCK};
+
+/// The kernels on a CPU with AVX2 and FMA.
+#[derive(Clone, Copy)]
+pub struct Avx2(V3);
+
+impl Avx2 {
+    /// `None` when the CPU lacks AVX2 or FMA.
+    pub fn new() -> Option<Self> {
+        V3::try_new().map(Self)
+    }
+
+    /// Runs `f` compiled with AVX2 and FMA enabled.
+    #[inline(always)]
+    pub fn run<R>(self, f: impl FnOnce() -> R) -> R {
+        self.0.vectorize(f)
+    }
+
+    #[inline(always)]
+    fn load(self, values: &[f32]) -> __m256 {
+        let values: [f32; 8] = values[..8].try_into().expect("8 values");
+        cast(values)
+    }
+
+    #[inline(always)]
+    fn store(self, value: __m256, out: &mut [f32]) {
+        let value: [f32; 8] = cast(value);
+        out[..8].copy_from_slice(&value);
+    }
+
+    /// The 4-bit values of a block's 16 bytes, widened to f32: 4 vectors of 8, low nibbles
+    /// first.
+    #[inline(always)]
+    fn nibbles(self, quants: &[u8]) -> [__m256; 4] {
+        let simd = self.0;
+        let bytes: [u8; 16] = quants[..16].try_into().expect("16 bytes");
+        let bytes: __m128i = cast(bytes);
+        let mask = simd.sse2._mm_set1_epi8(0x0F);
+        let low = simd.sse2._mm_and_si128(bytes, mask);
+        let high = simd
+            .sse2
+            ._mm_and_si128(simd.sse2._mm_srli_epi16::<4>(bytes), mask);
+        let widen = |eight: __m128i| {
+            simd.avx
+                ._mm256_cvtepi32_ps(simd.avx2._mm256_cvtepu8_epi32(eight))
+        };
+        [
+            widen(low),
+            widen(simd.sse2._mm_srli_si128::<8>(low)),
+            widen(high),
+            widen(simd.sse2._mm_srli_si128::<8>(high)),
+        ]
+    }
+}
+
+impl Kernels for Avx2 {
+    #[inline(always)]
+    fn dot(self, a: &[f32], b: &[f32]) -> f32 {
+        let simd = self.0;
+        let len = a.len().min(b.len());
+        let (a, b) = (&a[..len], &b[..len]);
+        let mut acc = [simd.avx._mm256_setzero_ps(); 4];
+        let (a_chunks, b_chunks) = (a.chunks_exact(32), b.chunks_exact(32));
+        let (a_tail, b_tail) = (a_chunks.remainder(), b_chunks.remainder());
+        for (x, y) in a_chunks.zip(b_chunks) {
+            for (i, acc) in acc.iter_mut().enumerate() {
+                let (x, y) = (self.load(&x[i * 8..]), self.load(&y[i * 8..]));
+                *acc = simd.fma._mm256_fmadd_ps(x, y, *acc);
+            }
+        }
+        let sum = simd.avx._mm256_add_ps(
+            simd.avx._mm256_add_ps(acc[0], acc[1]),
+            simd.avx._mm256_add_ps(acc[2], acc[3]),
+        );
+        let lanes: [f32; 8] = cast(sum);
+        let mut tail = 0f32;
+        for (x, y) in a_tail.iter().zip(b_tail) {
+            tail += x * y;
+        }
+        ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
+            + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]))
+            + tail
+    }
+
+    #[inline(always)]
+    fn dequantize_q4_0(self, quants: &[u8], scales: &[f32], out: &mut [f32]) {
+        let simd = self.0;
+        let eight = simd.avx._mm256_set1_ps(8.0);
+        for ((out, q), &d) in out
+            .chunks_exact_mut(BLOCK)
+            .zip(quants.chunks_exact(16))
+            .zip(scales)
+        {
+            let d = simd.avx._mm256_set1_ps(d);
+            for (i, q) in self.nibbles(q).into_iter().enumerate() {
+                let value = simd.avx._mm256_mul_ps(simd.avx._mm256_sub_ps(q, eight), d);
+                self.store(value, &mut out[i * 8..]);
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn dequantize_q4_1(self, quants: &[u8], scales: &[f32], mins: &[f32], out: &mut [f32]) {
+        let simd = self.0;
+        let blocks = out.chunks_exact_mut(BLOCK).zip(quants.chunks_exact(16));
+        for ((out, q), (&d, &m)) in blocks.zip(scales.iter().zip(mins)) {
+            let (d, m) = (simd.avx._mm256_set1_ps(d), simd.avx._mm256_set1_ps(m));
+            for (i, q) in self.nibbles(q).into_iter().enumerate() {
+                // Multiply, then add: rounded as candle's dequantize rounds, not fused.
+                let value = simd.avx._mm256_add_ps(simd.avx._mm256_mul_ps(q, d), m);
+                self.store(value, &mut out[i * 8..]);
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn dequantize_q8_0(self, quants: &[u8], scales: &[f32], out: &mut [f32]) {
+        let simd = self.0;
+        for ((out, q), &d) in out
+            .chunks_exact_mut(BLOCK)
+            .zip(quants.chunks_exact(BLOCK))
+            .zip(scales)
+        {
+            let d = simd.avx._mm256_set1_ps(d);
+            for i in 0..4 {
+                let bytes: [u8; 8] = q[i * 8..][..8].try_into().expect("8 bytes");
+                let bytes: __m128i = cast([u64::from_le_bytes(bytes), 0]);
+                let q = simd
+                    .avx
+                    ._mm256_cvtepi32_ps(simd.avx2._mm256_cvtepi8_epi32(bytes));
+                self.store(simd.avx._mm256_mul_ps(q, d), &mut out[i * 8..]);
+            }
+        }
+    }
+}
