@@ -4,8 +4,11 @@
 //! With candle ops this takes about a dozen small tensor operations per sequence and layer,
 //! whose fixed cost dominated a 16-sequence step; here it is one parallel pass per layer.
 
-use candle_core::{Device, Storage, Tensor};
+use candle_core::{Device, Tensor};
 use rayon::prelude::*;
+
+use super::linear::cpu_slice;
+use super::row_kernels::{with_best_kernels, Kernels, WithKernels};
 
 /// One decoding sequence: its token's column in the step's queries, and its whole cache
 /// (`[seen, kv_heads, head_dim]`, the new token included).
@@ -45,25 +48,22 @@ pub fn decode_attention(q: &Tensor, rows: &[DecodeRow], kv_heads: usize) -> anyh
     }
     let mut out = vec![0f32; rows.len() * heads * d];
     let group = heads / kv_heads;
-    out.par_chunks_mut(heads * d)
-        .zip(caches.par_iter())
-        .for_each(|(out, &(token, seen, keys, values))| {
-            let mut scores = vec![0f32; seen];
-            for head in 0..heads {
-                let kv = head / group;
-                let query = &q_data[(head * tokens + token) * d..][..d];
-                for (t, score) in scores.iter_mut().enumerate() {
-                    *score = dot(query, &keys[(t * kv_heads + kv) * d..][..d]);
-                }
-                softmax(&mut scores);
-                let out = &mut out[head * d..][..d];
-                for (t, &p) in scores.iter().enumerate() {
-                    let value = &values[(t * kv_heads + kv) * d..][..d];
-                    for (o, v) in out.iter_mut().zip(value) {
-                        *o += p * v;
-                    }
-                }
-            }
+    // One task per sequence and query head, so that even one sequence uses every core.
+    out.par_chunks_mut(d)
+        .enumerate()
+        .for_each_init(Vec::new, |scores, (task, out)| {
+            let (token, seen, keys, values) = caches[task / heads];
+            let head = task % heads;
+            with_best_kernels(Head {
+                query: &q_data[(head * tokens + token) * d..][..d],
+                kv: head / group,
+                kv_heads,
+                seen,
+                keys,
+                values,
+                scores,
+                out,
+            });
         });
     Ok(Tensor::from_vec(
         out,
@@ -72,15 +72,35 @@ pub fn decode_attention(q: &Tensor, rows: &[DecodeRow], kv_heads: usize) -> anyh
     )?)
 }
 
-fn cpu_slice(storage: &Storage) -> anyhow::Result<&[f32]> {
-    match storage {
-        Storage::Cpu(cpu) => Ok(cpu.as_slice::<f32>()?),
-        _ => anyhow::bail!("CPU attention on a tensor that is not on the CPU"),
-    }
+/// One query head against its KV head in one sequence's cache.
+struct Head<'a> {
+    query: &'a [f32],
+    kv: usize,
+    kv_heads: usize,
+    seen: usize,
+    keys: &'a [f32],
+    values: &'a [f32],
+    scores: &'a mut Vec<f32>,
+    out: &'a mut [f32],
 }
 
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+impl WithKernels for Head<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with<K: Kernels>(self, kernels: K) {
+        // Plain loops, no closures: a closure compiles on its own, without the instruction
+        // set of the kernels it would call.
+        let d = self.query.len();
+        let stride = self.kv_heads * d;
+        let first = self.kv * d;
+        self.scores.resize(self.seen, 0.0);
+        for (t, score) in self.scores.iter_mut().enumerate() {
+            *score = kernels.dot(self.query, &self.keys[first + t * stride..][..d]);
+        }
+        softmax(self.scores);
+        kernels.weighted_rows(self.scores, &self.values[first..], stride, self.out);
+    }
 }
 
 fn softmax(values: &mut [f32]) {

@@ -11,7 +11,7 @@ use candle_core::{DType, Device, Module, Storage, Tensor};
 use rayon::prelude::*;
 
 use super::llama::WeightFormat;
-use super::row_kernels::{dequantize_row, rows_times, BlockMatrix, WeightRows};
+use super::row_kernels::{block_sums, dequantize_row, rows_times, BlockMatrix, WeightRows};
 
 /// The most tokens a step may have for the row kernels; above it candle's gemm, which reuses
 /// each weight many times from cache. At 16 tokens the row kernels were the faster (a
@@ -123,6 +123,7 @@ fn row_kernel(x: &Tensor, weights: &[WeightRows<'_>]) -> anyhow::Result<Vec<Tens
     let x = x.to_dtype(DType::F32)?.contiguous()?;
     let (storage, layout) = x.storage_and_layout();
     let x_data = &cpu_slice(&storage)?[layout.start_offset()..][..tokens * cols];
+    let sums = block_sums(x_data, tokens);
     // Per weight, the products transposed, `[out, tokens]`, so that each task writes one
     // contiguous piece.
     let mut transposed: Vec<Vec<f32>> = weights
@@ -142,7 +143,7 @@ fn row_kernel(x: &Tensor, weights: &[WeightRows<'_>]) -> anyhow::Result<Vec<Tens
         .into_par_iter()
         .for_each_init(Vec::new, |scratch, (weight, first, part)| {
             let rows = first..first + part.len() / tokens;
-            rows_times(x_data, tokens, weight, rows, part, scratch);
+            rows_times(x_data, &sums, tokens, weight, rows, part, scratch);
         });
     transposed
         .into_iter()

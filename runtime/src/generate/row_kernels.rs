@@ -154,71 +154,216 @@ impl WeightRows<'_> {
             Self::Blocks(blocks) => blocks.rows(),
         }
     }
-}
 
-/// `out[i * m + r] = x[r] · w[rows.start + i]` for the `m` rows of `x` (`[m, cols]`): the
-/// products of weight rows `rows`, transposed. `scratch` holds a dequantized row.
-pub fn rows_times(
-    x: &[f32],
-    m: usize,
-    weights: &WeightRows<'_>,
-    rows: Range<usize>,
-    out: &mut [f32],
-    scratch: &mut Vec<f32>,
-) {
-    #[cfg(target_arch = "x86_64")]
-    if let Some(kernels) = x86::Avx2::new() {
-        return kernels.run(
-            #[inline(always)]
-            || rows_times_with(kernels, x, m, weights, rows, out, scratch),
-        );
-    }
-    rows_times_with(Portable, x, m, weights, rows, out, scratch)
-}
-
-/// Row `row` of `blocks` as f32, into `out`.
-pub fn dequantize_row(blocks: &BlockMatrix, row: usize, out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if let Some(kernels) = x86::Avx2::new() {
-        return kernels.run(
-            #[inline(always)]
-            || blocks.dequantize_row(kernels, row, out),
-        );
-    }
-    blocks.dequantize_row(Portable, row, out)
-}
-
-#[inline(always)]
-fn rows_times_with<K: Kernels>(
-    kernels: K,
-    x: &[f32],
-    m: usize,
-    weights: &WeightRows<'_>,
-    rows: Range<usize>,
-    out: &mut [f32],
-    scratch: &mut Vec<f32>,
-) {
-    for (i, row) in rows.enumerate() {
-        let w: &[f32] = match weights {
-            WeightRows::F32 { data, cols } => &data[row * cols..][..*cols],
-            WeightRows::Blocks(blocks) => {
-                scratch.resize(blocks.cols(), 0.0);
-                blocks.dequantize_row(kernels, row, scratch);
-                scratch
-            }
-        };
-        let cols = w.len();
-        for r in 0..m {
-            out[i * m + r] = kernels.dot(&x[r * cols..][..cols], w);
+    pub fn cols(&self) -> usize {
+        match self {
+            Self::F32 { cols, .. } => *cols,
+            Self::Blocks(blocks) => blocks.cols(),
         }
     }
 }
 
-/// The steps the row kernels are made of. `#[inline(always)]` throughout, so that they compile
-/// with the instruction set [`x86::Avx2::run`] enables.
+/// Work that runs on whichever [`Kernels`] this CPU has best.
+pub trait WithKernels {
+    type Output;
+    /// Must be `#[inline(always)]`, so that it compiles with the kernels' instruction set.
+    fn with<K: Kernels>(self, kernels: K) -> Self::Output;
+}
+
+/// Runs `work` with AVX2 and FMA where the CPU has them, else with [`Portable`].
+#[inline]
+pub fn with_best_kernels<W: WithKernels>(work: W) -> W::Output {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(kernels) = x86::Avx2::new() {
+        return kernels.run(
+            #[inline(always)]
+            || work.with(kernels),
+        );
+    }
+    work.with(Portable)
+}
+
+/// `out[i * m + r] = x[r] · w[rows.start + i]` for the `m` rows of `x` (`[m, cols]`): the
+/// products of weight rows `rows`, transposed. `block_sums` are [`block_sums`] of `x` (needed
+/// for block weights only); `scratch` holds a dequantized row.
+pub fn rows_times(
+    x: &[f32],
+    block_sums: &[f32],
+    m: usize,
+    weights: &WeightRows<'_>,
+    rows: Range<usize>,
+    out: &mut [f32],
+    scratch: &mut Vec<f32>,
+) {
+    struct Work<'a, 'w> {
+        x: &'a [f32],
+        block_sums: &'a [f32],
+        m: usize,
+        weights: &'a WeightRows<'w>,
+        rows: Range<usize>,
+        out: &'a mut [f32],
+        scratch: &'a mut Vec<f32>,
+    }
+    impl WithKernels for Work<'_, '_> {
+        type Output = ();
+        #[inline(always)]
+        fn with<K: Kernels>(self, kernels: K) {
+            rows_times_with(
+                kernels,
+                self.x,
+                self.block_sums,
+                self.m,
+                self.weights,
+                self.rows,
+                self.out,
+                self.scratch,
+            )
+        }
+    }
+    with_best_kernels(Work {
+        x,
+        block_sums,
+        m,
+        weights,
+        rows,
+        out,
+        scratch,
+    })
+}
+
+/// Row `row` of `blocks` as f32, into `out`.
+pub fn dequantize_row(blocks: &BlockMatrix, row: usize, out: &mut [f32]) {
+    struct Work<'a> {
+        blocks: &'a BlockMatrix,
+        row: usize,
+        out: &'a mut [f32],
+    }
+    impl WithKernels for Work<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn with<K: Kernels>(self, kernels: K) {
+            self.blocks.dequantize_row(kernels, self.row, self.out)
+        }
+    }
+    with_best_kernels(Work { blocks, row, out })
+}
+
+/// The sums of each block of [`BLOCK`] values of each row of `x` (`[m, cols]`), when `cols` is
+/// whole blocks; empty otherwise.
+pub fn block_sums(x: &[f32], m: usize) -> Vec<f32> {
+    let cols = x.len() / m.max(1);
+    if !cols.is_multiple_of(BLOCK) {
+        return Vec::new();
+    }
+    x.chunks_exact(BLOCK)
+        .map(|block| block.iter().sum())
+        .collect()
+}
+
+/// Up to this many tokens, block rows are multiplied straight from their quants; above it,
+/// each row is dequantized once and shared by the tokens.
+const FUSED_MAX_TOKENS: usize = 2;
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn rows_times_with<K: Kernels>(
+    kernels: K,
+    x: &[f32],
+    block_sums: &[f32],
+    m: usize,
+    weights: &WeightRows<'_>,
+    rows: Range<usize>,
+    out: &mut [f32],
+    scratch: &mut Vec<f32>,
+) {
+    if let WeightRows::Blocks(blocks) = weights {
+        if m <= FUSED_MAX_TOKENS {
+            let cols = blocks.cols();
+            let per_row = cols / BLOCK;
+            for (i, row) in rows.enumerate() {
+                let (quants, scales, mins) = blocks.row(row);
+                for r in 0..m {
+                    let x = &x[r * cols..][..cols];
+                    let sums = &block_sums[r * per_row..][..per_row];
+                    out[i * m + r] = match blocks.kind {
+                        BlockKind::Q4_0 => {
+                            kernels.nibble_dot(quants, scales, x) - 8.0 * kernels.dot(scales, sums)
+                        }
+                        BlockKind::Q4_1 => {
+                            kernels.nibble_dot(quants, scales, x) + kernels.dot(mins, sums)
+                        }
+                        BlockKind::Q8_0 => kernels.byte_dot(quants, scales, x),
+                    };
+                }
+            }
+            return;
+        }
+    }
+    // Two weight rows at a time against four tokens at a time: each value loaded feeds more
+    // than one multiply-add.
+    let cols = weights.cols();
+    let x_row = |r: usize| &x[r * cols..][..cols];
+    let count = rows.len();
+    for i in (0..count).step_by(2) {
+        let pair = (count - i).min(2);
+        let (row0, row1) = (rows.start + i, rows.start + i + pair - 1);
+        let (w0, w1): (&[f32], &[f32]) = match weights {
+            WeightRows::F32 { data, .. } => {
+                (&data[row0 * cols..][..cols], &data[row1 * cols..][..cols])
+            }
+            WeightRows::Blocks(blocks) => {
+                scratch.resize(2 * cols, 0.0);
+                let (a, b) = scratch.split_at_mut(cols);
+                blocks.dequantize_row(kernels, row0, a);
+                blocks.dequantize_row(kernels, row1, b);
+                (a, b)
+            }
+        };
+        let mut r = 0;
+        while r + 4 <= m {
+            let dots = kernels.dots_2x4(
+                [w0, w1],
+                [x_row(r), x_row(r + 1), x_row(r + 2), x_row(r + 3)],
+            );
+            for (p, dots) in dots.iter().take(pair).enumerate() {
+                out[(i + p) * m + r..][..4].copy_from_slice(dots);
+            }
+            r += 4;
+        }
+        for r in r..m {
+            out[i * m + r] = kernels.dot(x_row(r), w0);
+            if pair == 2 {
+                out[(i + 1) * m + r] = kernels.dot(x_row(r), w1);
+            }
+        }
+    }
+}
+
+/// The steps the CPU kernels are made of. `#[inline(always)]` throughout, so that they compile
+/// with the instruction set [`with_best_kernels`] enables.
 pub trait Kernels: Copy {
     /// `a · b` over their common length.
     fn dot(self, a: &[f32], b: &[f32]) -> f32;
+    /// `[w[i] · x[r]]` for two weight rows and four activation rows, all of one length.
+    #[inline(always)]
+    fn dots_2x4(self, w: [&[f32]; 2], x: [&[f32]; 4]) -> [[f32; 4]; 2] {
+        w.map(|w| x.map(|x| self.dot(w, x)))
+    }
+    /// `out = Σ_t weights[t] · values[t * stride..][..out.len()]`.
+    #[inline(always)]
+    fn weighted_rows(self, weights: &[f32], values: &[f32], stride: usize, out: &mut [f32]) {
+        out.fill(0.0);
+        for (t, &p) in weights.iter().enumerate() {
+            for (out, v) in out.iter_mut().zip(&values[t * stride..]) {
+                *out += p * v;
+            }
+        }
+    }
+    /// `Σ_b scales[b] · (q_b · x_b)` over blocks of 32 unsigned 4-bit `q` (16 bytes, low
+    /// nibbles first).
+    fn nibble_dot(self, quants: &[u8], scales: &[f32], x: &[f32]) -> f32;
+    /// `Σ_b scales[b] · (q_b · x_b)` over blocks of 32 signed 8-bit `q`.
+    fn byte_dot(self, quants: &[u8], scales: &[f32], x: &[f32]) -> f32;
     /// Blocks of `d * (q - 8)`, 4-bit `q`, low nibbles first.
     fn dequantize_q4_0(self, quants: &[u8], scales: &[f32], out: &mut [f32]);
     /// Blocks of `d * q + m`, 4-bit `q`, low nibbles first.
@@ -248,6 +393,40 @@ impl Kernels for Portable {
             }
         }
         acc.iter().sum::<f32>() + tail
+    }
+
+    #[inline(always)]
+    fn nibble_dot(self, quants: &[u8], scales: &[f32], x: &[f32]) -> f32 {
+        let mut total = 0f32;
+        for ((q, x), &d) in quants
+            .chunks_exact(16)
+            .zip(x.chunks_exact(BLOCK))
+            .zip(scales)
+        {
+            let mut sum = [0f32; 16];
+            for j in 0..16 {
+                sum[j] = (q[j] & 0x0F) as f32 * x[j] + (q[j] >> 4) as f32 * x[j + 16];
+            }
+            total += d * sum.iter().sum::<f32>();
+        }
+        total
+    }
+
+    #[inline(always)]
+    fn byte_dot(self, quants: &[u8], scales: &[f32], x: &[f32]) -> f32 {
+        let mut total = 0f32;
+        for ((q, x), &d) in quants
+            .chunks_exact(BLOCK)
+            .zip(x.chunks_exact(BLOCK))
+            .zip(scales)
+        {
+            let mut sum = [0f32; BLOCK];
+            for j in 0..BLOCK {
+                sum[j] = q[j] as i8 as f32 * x[j];
+            }
+            total += d * sum.iter().sum::<f32>();
+        }
+        total
     }
 
     #[inline(always)]

@@ -37,30 +37,60 @@ fn rows_dequantize_exactly_as_candle_dequantizes() {
 
 #[test]
 fn products_match_plain_dot_products_for_every_row_and_token() {
-    let (rows, cols, tokens) = (37, 160, 3);
-    let x: Vec<f32> = (0..tokens * cols)
-        .map(|i| (i % 17) as f32 / 8.0 - 1.0)
-        .collect();
-    for dtype in TYPES {
-        let (blocks, dense) = quantized(dtype, rows, cols);
-        for weights in [
-            WeightRows::Blocks(&blocks),
-            WeightRows::F32 { data: &dense, cols },
-        ] {
-            assert_eq!(weights.rows(), rows);
-            // Rows 3..37, as a task that does not start at the first row.
-            let mut out = vec![0f32; (rows - 3) * tokens];
-            rows_times(&x, tokens, &weights, 3..rows, &mut out, &mut Vec::new());
-            for row in 3..rows {
-                for token in 0..tokens {
-                    let want: f32 = (0..cols)
-                        .map(|c| x[token * cols + c] * dense[row * cols + c])
-                        .sum();
-                    let got = out[(row - 3) * tokens + token];
-                    assert!(
-                        (got - want).abs() <= 1e-4 * want.abs().max(1.0),
-                        "{dtype:?} row {row} token {token}: {got} != {want}"
-                    );
+    let (rows, cols) = (37, 160);
+    // Rows 2..37: a task that does not start at the first row, with an odd count.
+    const FIRST: usize = 2;
+    // One token (multiplied straight from the quants), and three and six (rows dequantized
+    // first, tokens four at a time and one at a time).
+    for tokens in [1, 3, 6] {
+        let x: Vec<f32> = (0..tokens * cols)
+            .map(|i| (i % 17) as f32 / 8.0 - 1.0)
+            .collect();
+        let sums = block_sums(&x, tokens);
+        for dtype in TYPES {
+            let (blocks, dense) = quantized(dtype, rows, cols);
+            for weights in [
+                WeightRows::Blocks(&blocks),
+                WeightRows::F32 { data: &dense, cols },
+            ] {
+                assert_eq!(weights.rows(), rows);
+                // On the best kernels of this CPU and on the portable ones.
+                let mut best = vec![0f32; (rows - FIRST) * tokens];
+                rows_times(
+                    &x,
+                    &sums,
+                    tokens,
+                    &weights,
+                    FIRST..rows,
+                    &mut best,
+                    &mut Vec::new(),
+                );
+                let mut portable = vec![0f32; (rows - FIRST) * tokens];
+                let scratch = &mut Vec::new();
+                rows_times_with(
+                    Portable,
+                    &x,
+                    &sums,
+                    tokens,
+                    &weights,
+                    FIRST..rows,
+                    &mut portable,
+                    scratch,
+                );
+                for row in FIRST..rows {
+                    for token in 0..tokens {
+                        let want: f32 = (0..cols)
+                            .map(|c| x[token * cols + c] * dense[row * cols + c])
+                            .sum();
+                        for (kernels, out) in [("best", &best), ("portable", &portable)] {
+                            let got = out[(row - FIRST) * tokens + token];
+                            assert!(
+                                (got - want).abs() <= 1e-4 * want.abs().max(1.0),
+                                "{dtype:?} {kernels} row {row} token {token} of {tokens}: \
+                                 {got} != {want}"
+                            );
+                        }
+                    }
                 }
             }
         }
@@ -92,4 +122,32 @@ fn a_tensor_of_a_type_without_kernels_is_refused_by_name() {
     assert!(err.to_string().contains("Q4K"), "{err}");
     let err = refused(BlockMatrix::from_gguf(GgmlDType::Q8_0, 2, 32, &[0; 34]));
     assert!(err.to_string().contains("expected 68"), "{err}");
+}
+
+#[test]
+fn weighted_rows_match_on_every_kernel_set() {
+    for d in [5, 8, 64, 70, 130] {
+        let (tokens, stride) = (9, d + 3);
+        let values: Vec<f32> = (0..tokens * stride)
+            .map(|i| (i % 11) as f32 - 5.0)
+            .collect();
+        let weights: Vec<f32> = (0..tokens).map(|t| 1.0 / (t + 1) as f32).collect();
+        let want: Vec<f32> = (0..d)
+            .map(|j| {
+                (0..tokens)
+                    .map(|t| weights[t] * values[t * stride + j])
+                    .sum()
+            })
+            .collect();
+        let close = |got: &[f32]| got.iter().zip(&want).all(|(g, w)| (g - w).abs() <= 1e-4);
+        let mut out = vec![f32::NAN; d];
+        Portable.weighted_rows(&weights, &values, stride, &mut out);
+        assert!(close(&out), "d {d}, portable: {out:?} != {want:?}");
+        #[cfg(target_arch = "x86_64")]
+        if let Some(avx2) = x86::Avx2::new() {
+            let mut out = vec![f32::NAN; d];
+            avx2.run(|| avx2.weighted_rows(&weights, &values, stride, &mut out));
+            assert!(close(&out), "d {d}, AVX2: {out:?} != {want:?}");
+        }
+    }
 }

@@ -35,6 +35,24 @@ impl Avx2 {
         out[..8].copy_from_slice(&value);
     }
 
+    /// 8 signed bytes widened to f32.
+    #[inline(always)]
+    fn bytes(self, quants: &[u8]) -> __m256 {
+        let simd = self.0;
+        let bytes: [u8; 8] = quants[..8].try_into().expect("8 bytes");
+        let bytes: __m128i = cast([u64::from_le_bytes(bytes), 0]);
+        simd.avx
+            ._mm256_cvtepi32_ps(simd.avx2._mm256_cvtepi8_epi32(bytes))
+    }
+
+    /// The sum of a vector's lanes, in a fixed order.
+    #[inline(always)]
+    fn sum(self, value: __m256) -> f32 {
+        let lanes: [f32; 8] = cast(value);
+        ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
+            + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]))
+    }
+
     /// The 4-bit values of a block's 16 bytes, widened to f32: 4 vectors of 8, low nibbles
     /// first.
     #[inline(always)]
@@ -79,14 +97,107 @@ impl Kernels for Avx2 {
             simd.avx._mm256_add_ps(acc[0], acc[1]),
             simd.avx._mm256_add_ps(acc[2], acc[3]),
         );
-        let lanes: [f32; 8] = cast(sum);
         let mut tail = 0f32;
         for (x, y) in a_tail.iter().zip(b_tail) {
             tail += x * y;
         }
-        ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
-            + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]))
-            + tail
+        self.sum(sum) + tail
+    }
+
+    #[inline(always)]
+    fn dots_2x4(self, w: [&[f32]; 2], x: [&[f32]; 4]) -> [[f32; 4]; 2] {
+        let simd = self.0;
+        let len = w[0].len();
+        let (w, x) = (w.map(|w| &w[..len]), x.map(|x| &x[..len]));
+        let mut acc = [[simd.avx._mm256_setzero_ps(); 4]; 2];
+        let whole = len / 8 * 8;
+        for at in (0..whole).step_by(8) {
+            let w = [self.load(&w[0][at..]), self.load(&w[1][at..])];
+            for r in 0..4 {
+                let x = self.load(&x[r][at..]);
+                acc[0][r] = simd.fma._mm256_fmadd_ps(w[0], x, acc[0][r]);
+                acc[1][r] = simd.fma._mm256_fmadd_ps(w[1], x, acc[1][r]);
+            }
+        }
+        let mut out = [[0f32; 4]; 2];
+        for p in 0..2 {
+            for r in 0..4 {
+                let mut tail = 0f32;
+                for at in whole..len {
+                    tail += w[p][at] * x[r][at];
+                }
+                out[p][r] = self.sum(acc[p][r]) + tail;
+            }
+        }
+        out
+    }
+
+    #[inline(always)]
+    fn weighted_rows(self, weights: &[f32], values: &[f32], stride: usize, out: &mut [f32]) {
+        // 64 outputs at a time, held in registers across all the rows.
+        const CHUNK: usize = 64;
+        let simd = self.0;
+        for (c, out) in out.chunks_mut(CHUNK).enumerate() {
+            let first = c * CHUNK;
+            let vectors = out.len() / 8;
+            let mut acc = [simd.avx._mm256_setzero_ps(); CHUNK / 8];
+            let mut tail = [0f32; 8];
+            for (t, &p) in weights.iter().enumerate() {
+                let row = &values[t * stride + first..][..out.len()];
+                let p_wide = simd.avx._mm256_set1_ps(p);
+                for (k, acc) in acc.iter_mut().enumerate().take(vectors) {
+                    *acc = simd
+                        .fma
+                        ._mm256_fmadd_ps(p_wide, self.load(&row[k * 8..]), *acc);
+                }
+                for (tail, v) in tail.iter_mut().zip(&row[vectors * 8..]) {
+                    *tail += p * v;
+                }
+            }
+            for (k, acc) in acc.iter().enumerate().take(vectors) {
+                self.store(*acc, &mut out[k * 8..]);
+            }
+            let rest = out.len() - vectors * 8;
+            out[vectors * 8..].copy_from_slice(&tail[..rest]);
+        }
+    }
+
+    #[inline(always)]
+    fn nibble_dot(self, quants: &[u8], scales: &[f32], x: &[f32]) -> f32 {
+        let simd = self.0;
+        let mut acc = [simd.avx._mm256_setzero_ps(); 2];
+        let blocks = quants.chunks_exact(16).zip(x.chunks_exact(BLOCK));
+        for ((q, x), &d) in blocks.zip(scales) {
+            let q = self.nibbles(q);
+            let d = simd.avx._mm256_set1_ps(d);
+            for (half, acc) in acc.iter_mut().enumerate() {
+                // Values j and j + 16 of the block: one low and one high nibble per byte.
+                let low = simd.avx._mm256_mul_ps(q[half], self.load(&x[half * 8..]));
+                let sum =
+                    simd.fma
+                        ._mm256_fmadd_ps(q[half + 2], self.load(&x[16 + half * 8..]), low);
+                *acc = simd.fma._mm256_fmadd_ps(sum, d, *acc);
+            }
+        }
+        self.sum(simd.avx._mm256_add_ps(acc[0], acc[1]))
+    }
+
+    #[inline(always)]
+    fn byte_dot(self, quants: &[u8], scales: &[f32], x: &[f32]) -> f32 {
+        let simd = self.0;
+        let mut acc = simd.avx._mm256_setzero_ps();
+        let blocks = quants.chunks_exact(BLOCK).zip(x.chunks_exact(BLOCK));
+        for ((q, x), &d) in blocks.zip(scales) {
+            let mut sum = simd.avx._mm256_setzero_ps();
+            for i in 0..4 {
+                let q = self.bytes(&q[i * 8..]);
+                sum = simd.fma._mm256_fmadd_ps(q, self.load(&x[i * 8..]), sum);
+            }
+            acc = simd
+                .fma
+                ._mm256_fmadd_ps(sum, simd.avx._mm256_set1_ps(d), acc);
+        }
+        self.sum(acc)
     }
 
     #[inline(always)]
@@ -130,11 +241,7 @@ impl Kernels for Avx2 {
         {
             let d = simd.avx._mm256_set1_ps(d);
             for i in 0..4 {
-                let bytes: [u8; 8] = q[i * 8..][..8].try_into().expect("8 bytes");
-                let bytes: __m128i = cast([u64::from_le_bytes(bytes), 0]);
-                let q = simd
-                    .avx
-                    ._mm256_cvtepi32_ps(simd.avx2._mm256_cvtepi8_epi32(bytes));
+                let q = self.bytes(&q[i * 8..]);
                 self.store(simd.avx._mm256_mul_ps(q, d), &mut out[i * 8..]);
             }
         }
