@@ -1,15 +1,19 @@
 //! CPU kernels for a few activation rows against a large weight matrix: each weight row is read
-//! once and multiplied with every activation row while it is in L1.
+//! once per call and multiplied with every activation row while it is in L1. Also the vector
+//! steps of decode attention ([`Kernels::dot`], [`Kernels::weighted_rows`]).
 //!
 //! This is the shape of a decode step (one row per sequence), where candle's CPU matmul spends
 //! most of its time packing the whole weight matrix, and its quantized matmul rounds the
-//! activations to 8 bits. Here GGUF blocks of 32 (Q4_0, Q4_1, Q8_0) are dequantized row by row
-//! exactly as candle dequantizes them, and multiplied with f32 activations: the quantized model
-//! computes what the f32-dequantized one computes, reading a quarter to an eighth of the memory.
+//! activations to 8 bits. Here GGUF blocks of 32 (Q4_0, Q4_1, Q8_0) meet f32 activations: for one
+//! or two tokens straight from the quants (`d · Σ q·x + m · Σ x` per block), for more tokens
+//! dequantized a row at a time exactly as candle dequantizes them, two rows against four tokens
+//! at once. The quantized model computes what the f32-dequantized one computes, up to rounding,
+//! reading a quarter to an eighth of the memory.
 //!
 //! Each kernel exists twice behind [`Kernels`]: [`Portable`] plain loops, and on x86-64 with
-//! AVX2 and FMA ([`x86::Avx2`], chosen at run time) the same steps in vector instructions
-//! through pulp's safe intrinsics, so one binary serves old and new CPUs.
+//! AVX2 and FMA (`x86::Avx2`, chosen at run time by [`with_best_kernels`]) the same steps in
+//! vector instructions through pulp's safe intrinsics, so one binary serves old and new CPUs and
+//! the crate stays free of `unsafe`.
 
 use std::ops::Range;
 
