@@ -14,8 +14,9 @@ use super::llama::WeightFormat;
 use super::row_kernels::{block_sums, dequantize_row, rows_times, BlockMatrix, WeightRows};
 
 /// The most tokens a step may have for the row kernels; above it candle's gemm, which reuses
-/// each weight many times from cache. At 16 tokens the row kernels were the faster (a
-/// SmolLM2 decode step of 16 sequences: 105 ms on Q4_1 rows against 132 ms through gemm on f32).
+/// each weight many times from cache. At 16 tokens the row kernels are the faster (a SmolLM2
+/// decode step of 16 sequences: 74 ms on Q4_1 rows, 91 ms on f32 rows, 132 ms through gemm on
+/// f32; docs/benchmarks.md).
 pub const ROW_KERNEL_MAX_TOKENS: usize = 32;
 
 /// Weight rows handled by one parallel task of the row kernels.
