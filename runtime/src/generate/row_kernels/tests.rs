@@ -55,28 +55,25 @@ fn products_match_plain_dot_products_for_every_row_and_token() {
             ] {
                 assert_eq!(weights.rows(), rows);
                 // On the best kernels of this CPU and on the portable ones.
-                let mut best = vec![0f32; (rows - FIRST) * tokens];
-                rows_times(
-                    &x,
-                    &sums,
-                    tokens,
-                    &weights,
-                    FIRST..rows,
-                    &mut best,
-                    &mut Vec::new(),
-                );
-                let mut portable = vec![0f32; (rows - FIRST) * tokens];
-                let scratch = &mut Vec::new();
-                rows_times_with(
-                    Portable,
-                    &x,
-                    &sums,
-                    tokens,
-                    &weights,
-                    FIRST..rows,
-                    &mut portable,
-                    scratch,
-                );
+                let products = |portable: bool| {
+                    let mut out = vec![0f32; (rows - FIRST) * tokens];
+                    let call = RowsTimes {
+                        x: &x,
+                        block_sums: &sums,
+                        m: tokens,
+                        weights: &weights,
+                        rows: FIRST..rows,
+                        out: &mut out,
+                        scratch: &mut Vec::new(),
+                    };
+                    if portable {
+                        call.with(Portable)
+                    } else {
+                        call.run()
+                    }
+                    out
+                };
+                let (best, portable) = (products(false), products(true));
                 for row in FIRST..rows {
                     for token in 0..tokens {
                         let want: f32 = (0..cols)

@@ -144,6 +144,12 @@ fn the_f32_size_counts_every_weight() {
     assert_eq!(checkpoint.f32_bytes(), elements as u64 * 4);
 }
 
+/// The whole error chain of loading a folder that fails to load.
+fn weights_error(dir: &TempDir, format: WeightFormat) -> String {
+    let checkpoint = Checkpoint::open(&dir.0).unwrap();
+    format!("{:#}", checkpoint.load(&Device::Cpu, format).err().unwrap())
+}
+
 #[test]
 fn missing_and_misshapen_tensors_name_the_tensor_and_file() {
     let config = tiny_config();
@@ -151,14 +157,7 @@ fn missing_and_misshapen_tensors_name_the_tensor_and_file() {
     tensors.remove("model.layers.1.mlp.up_proj.weight");
     let dir = folder("missing", &config, &tensors);
     let format = WeightFormat::Dequantized(DType::F32);
-    let err = format!(
-        "{:#}",
-        Checkpoint::open(&dir.0)
-            .unwrap()
-            .load(&Device::Cpu, format)
-            .err()
-            .unwrap()
-    );
+    let err = weights_error(&dir, format);
     assert!(err.contains("`model.layers.1.mlp.up_proj.weight`"), "{err}");
     assert!(err.contains("model.safetensors"), "{err}");
 
@@ -168,14 +167,7 @@ fn missing_and_misshapen_tensors_name_the_tensor_and_file() {
         Tensor::zeros((8, 8), DType::F32, &Device::Cpu).unwrap(),
     );
     let dir = folder("misshapen", &config, &tensors);
-    let err = format!(
-        "{:#}",
-        Checkpoint::open(&dir.0)
-            .unwrap()
-            .load(&Device::Cpu, format)
-            .err()
-            .unwrap()
-    );
+    let err = weights_error(&dir, format);
     assert!(
         err.contains(&format!("model.safetensors: tensor `{name}`")),
         "{err}"
