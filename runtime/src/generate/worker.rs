@@ -341,9 +341,11 @@ impl<'a> Worker<'a> {
         self.end(id, Some(done));
     }
 
-    /// Forgets a sequence (freeing its blocks), after sending its last event.
+    /// Forgets a sequence (freeing its blocks), then sends its last event: a client that has its
+    /// answer already sees the freed cache in the metrics.
     fn end(&mut self, id: SeqId, last: Option<Event>) {
         self.scheduler.remove(id);
+        self.publish_gauges();
         if let Some(seq) = self.sequences.remove(&id) {
             if let Some(event) = last {
                 let _ = seq.request.events.send(event);
