@@ -11,16 +11,16 @@ use candle_core::{DType, Device, Module, Storage, Tensor};
 use rayon::prelude::*;
 
 use super::llama::WeightFormat;
-use super::row_kernels::{block_sums, dequantize_row, BlockMatrix, RowsTimes, WeightRows};
+use super::row_kernels::{dequantize_row, BlockMatrix, RowsTimes, Tokens, WeightRows};
 
 /// The most tokens a step may have for the row kernels; above it candle's gemm, which reuses
-/// each weight many times from cache. At 16 tokens the row kernels are the faster (a SmolLM2
-/// decode step of 16 sequences: 74 ms on Q4_1 rows, 91 ms on f32 rows, 132 ms through gemm on
-/// f32; docs/benchmarks.md).
+/// each weight many times from cache. At 32 tokens the row kernels are still the faster (a
+/// SmolLM2 decode step of 32 sequences: 91 ms on Q4_1 rows and 92 ms on f32 rows, against
+/// 133 ms and 120 ms through gemm).
 pub const ROW_KERNEL_MAX_TOKENS: usize = 32;
 
 /// Weight rows handled by one parallel task of the row kernels.
-const ROWS_PER_TASK: usize = 16;
+const ROWS_PER_TASK: usize = 48;
 
 /// f32 values per dequantized tile fed to gemm (8 MB).
 const TILE_VALUES: usize = 1 << 21;
@@ -124,53 +124,50 @@ fn row_kernel(x: &Tensor, weights: &[WeightRows<'_>]) -> anyhow::Result<Vec<Tens
     let x = x.to_dtype(DType::F32)?.contiguous()?;
     let (storage, layout) = x.storage_and_layout();
     let x_data = &cpu_slice(&storage)?[layout.start_offset()..][..tokens * cols];
-    let sums = block_sums(x_data, tokens);
-    // Per weight, the products transposed, `[out, tokens]`, so that each task writes one
-    // contiguous piece.
-    let mut transposed: Vec<Vec<f32>> = weights
+    let x_tokens = Tokens::new(x_data, tokens);
+    // Per weight, the products `[tokens, out]`. Each task takes its rows' columns of every
+    // token's row.
+    let mut results: Vec<Vec<f32>> = weights
         .iter()
-        .map(|weight| vec![0f32; weight.rows() * tokens])
+        .map(|weight| vec![0f32; tokens * weight.rows()])
         .collect();
-    let tasks: Vec<(&WeightRows<'_>, usize, &mut [f32])> = weights
-        .iter()
-        .zip(transposed.iter_mut())
-        .flat_map(|(weight, out)| {
-            out.chunks_mut(ROWS_PER_TASK * tokens)
-                .enumerate()
-                .map(move |(task, part)| (weight, task * ROWS_PER_TASK, part))
-        })
-        .collect();
+    let mut tasks: Vec<(&WeightRows<'_>, usize, Vec<&mut [f32]>)> = Vec::new();
+    for (weight, result) in weights.iter().zip(results.iter_mut()) {
+        let first_task = tasks.len();
+        for first in (0..weight.rows()).step_by(ROWS_PER_TASK) {
+            tasks.push((weight, first, Vec::with_capacity(tokens)));
+        }
+        for token in result.chunks_mut(weight.rows()) {
+            for (task, part) in tasks[first_task..]
+                .iter_mut()
+                .zip(token.chunks_mut(ROWS_PER_TASK))
+            {
+                task.2.push(part);
+            }
+        }
+    }
     tasks
         .into_par_iter()
-        .for_each_init(Vec::new, |scratch, (weight, first, part)| {
-            let rows = first..first + part.len() / tokens;
+        .for_each_init(Vec::new, |scratch, (weight, first, out)| {
+            let rows = first..first + out[0].len();
             RowsTimes {
-                x: x_data,
-                block_sums: &sums,
-                m: tokens,
+                x: &x_tokens,
                 weights: weight,
                 rows,
-                out: part,
+                out,
                 scratch,
             }
             .run();
         });
-    transposed
+    results
         .into_iter()
-        .map(|values| {
-            let out = values.len() / tokens;
-            let values = if tokens == 1 {
-                values
-            } else {
-                let mut result = vec![0f32; tokens * out];
-                for (row, values) in values.chunks_exact(tokens).enumerate() {
-                    for (token, &value) in values.iter().enumerate() {
-                        result[token * out + row] = value;
-                    }
-                }
-                result
-            };
-            Ok(Tensor::from_vec(values, (tokens, out), &Device::Cpu)?)
+        .zip(weights)
+        .map(|(values, weight)| {
+            Ok(Tensor::from_vec(
+                values,
+                (tokens, weight.rows()),
+                &Device::Cpu,
+            )?)
         })
         .collect()
 }

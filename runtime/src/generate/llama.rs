@@ -208,6 +208,16 @@ impl Llama {
     /// Runs one step over `chunks` and returns, per chunk, the logits (f32, on the CPU) of its
     /// last token, or of each of its tokens when it asked for all.
     pub fn forward(&self, chunks: &mut [Chunk<'_>]) -> anyhow::Result<Vec<Tensor>> {
+        if self.device.is_cpu() {
+            // On a thread of the pool, the step's many parallel passes are joins that the
+            // other threads steal from, not jobs handed in from outside and waited for.
+            rayon::scope(|_| self.step(chunks))
+        } else {
+            self.step(chunks)
+        }
+    }
+
+    fn step(&self, chunks: &mut [Chunk<'_>]) -> anyhow::Result<Vec<Tensor>> {
         let mut ids = Vec::new();
         let mut positions = Vec::new();
         let mut spans = Vec::with_capacity(chunks.len());

@@ -5,10 +5,12 @@
 //! This is the shape of a decode step (one row per sequence), where candle's CPU matmul spends
 //! most of its time packing the whole weight matrix, and its quantized matmul rounds the
 //! activations to 8 bits. Here GGUF blocks of 32 (Q4_0, Q4_1, Q8_0) meet f32 activations: for one
-//! or two tokens straight from the quants (`d · Σ q·x + m · Σ x` per block), for more tokens
-//! dequantized a row at a time exactly as candle dequantizes them, two rows against four tokens
-//! at once. The quantized model computes what the f32-dequantized one computes, up to rounding,
-//! reading a quarter to an eighth of the memory.
+//! or two tokens straight from the quants (`d · Σ q·x + m · Σ x` per block); for more tokens
+//! dequantized a few rows at a time exactly as candle dequantizes them, then up to eight tokens
+//! as dot products (two rows against four tokens at once), more as a gemm microkernel does it
+//! (each weight broadcast against sixteen tokens held column by column, six rows at once). The
+//! quantized model computes what the f32-dequantized one computes, up to rounding, reading a
+//! quarter to an eighth of the memory.
 //!
 //! Each kernel exists twice behind [`Kernels`]: [`Portable`] plain loops, and on x86-64 with
 //! AVX2 and FMA (`x86::Avx2`, chosen at run time by [`with_best_kernels`]) the same steps in
@@ -189,16 +191,78 @@ pub fn with_best_kernels<W: WithKernels>(work: W) -> W::Output {
     work.with(Portable)
 }
 
-/// One call of the row kernels: `out[i * m + r] = x[r] · w[rows.start + i]` for the `m` rows
-/// of `x` (`[m, cols]`), the products of weight rows `rows` transposed. `block_sums` are
-/// [`block_sums`] of `x` (needed for block weights only); `scratch` holds dequantized rows.
+/// The activation rows of one product, `[m, cols]`, prepared for the row kernels.
+pub struct Tokens<'a> {
+    rows: &'a [f32],
+    m: usize,
+    cols: usize,
+    /// The sums of each block of each row, for 1–2 tokens on block weights; else empty.
+    block_sums: Vec<f32>,
+    /// For more than [`LANES`] tokens, in groups of [`GROUP`]: each group column by column,
+    /// `[cols, lanes]`, its tokens zero-padded to one or two vectors; else empty.
+    columns: Vec<f32>,
+}
+
+/// Tokens that [`RowsTimes`] holds in registers at once: two vectors.
+const GROUP: usize = 2 * LANES;
+
+impl<'a> Tokens<'a> {
+    pub fn new(rows: &'a [f32], m: usize) -> Self {
+        let cols = rows.len() / m.max(1);
+        let mut tokens = Self {
+            rows,
+            m,
+            cols,
+            block_sums: Vec::new(),
+            columns: Vec::new(),
+        };
+        if m <= FUSED_MAX_TOKENS {
+            if cols.is_multiple_of(BLOCK) {
+                tokens.block_sums = rows
+                    .chunks_exact(BLOCK)
+                    .map(|block| block.iter().sum())
+                    .collect();
+            }
+            return tokens;
+        }
+        if m <= LANES {
+            return tokens;
+        }
+        for group in tokens.groups() {
+            let lanes = group.len().next_multiple_of(LANES);
+            let at = tokens.columns.len();
+            tokens.columns.resize(at + cols * lanes, 0.0);
+            let columns = &mut tokens.columns[at..];
+            for (t, row) in rows[group.start * cols..group.end * cols]
+                .chunks_exact(cols)
+                .enumerate()
+            {
+                for (c, &value) in row.iter().enumerate() {
+                    columns[c * lanes + t] = value;
+                }
+            }
+        }
+        tokens
+    }
+
+    /// The tokens in groups of up to [`GROUP`].
+    fn groups(&self) -> impl Iterator<Item = Range<usize>> {
+        let m = self.m;
+        (0..m).step_by(GROUP).map(move |t| t..(t + GROUP).min(m))
+    }
+
+    fn row(&self, r: usize) -> &[f32] {
+        &self.rows[r * self.cols..][..self.cols]
+    }
+}
+
+/// One call of the row kernels: `out[r][i] = x[r] · w[rows.start + i]` for the `m` rows of
+/// `x`, each token's products with weight rows `rows`. `scratch` holds dequantized rows.
 pub struct RowsTimes<'a, 'w> {
-    pub x: &'a [f32],
-    pub block_sums: &'a [f32],
-    pub m: usize,
+    pub x: &'a Tokens<'a>,
     pub weights: &'a WeightRows<'w>,
     pub rows: Range<usize>,
-    pub out: &'a mut [f32],
+    pub out: Vec<&'a mut [f32]>,
     pub scratch: &'a mut Vec<f32>,
 }
 
@@ -207,83 +271,79 @@ impl RowsTimes<'_, '_> {
     pub fn run(self) {
         with_best_kernels(self)
     }
-}
 
-/// Row `row` of `blocks` as f32, into `out`.
-pub fn dequantize_row(blocks: &BlockMatrix, row: usize, out: &mut [f32]) {
-    struct Work<'a> {
-        blocks: &'a BlockMatrix,
-        row: usize,
-        out: &'a mut [f32],
-    }
-    impl WithKernels for Work<'_> {
-        type Output = ();
-        #[inline(always)]
-        fn with<K: Kernels>(self, kernels: K) {
-            self.blocks.dequantize_row(kernels, self.row, self.out)
-        }
-    }
-    with_best_kernels(Work { blocks, row, out })
-}
-
-/// The sums of each block of [`BLOCK`] values of each row of `x` (`[m, cols]`), when `cols` is
-/// whole blocks; empty otherwise.
-pub fn block_sums(x: &[f32], m: usize) -> Vec<f32> {
-    let cols = x.len() / m.max(1);
-    if !cols.is_multiple_of(BLOCK) {
-        return Vec::new();
-    }
-    x.chunks_exact(BLOCK)
-        .map(|block| block.iter().sum())
-        .collect()
-}
-
-/// Up to this many tokens, block rows are multiplied straight from their quants; above it,
-/// each row is dequantized once and shared by the tokens.
-const FUSED_MAX_TOKENS: usize = 2;
-
-impl WithKernels for RowsTimes<'_, '_> {
-    type Output = ();
-
+    /// More than [`LANES`] tokens: weight rows [`TILE_ROWS`] at a time, each tile dequantized
+    /// once and multiplied with each group of tokens, one weight broadcast against one or two
+    /// vectors of tokens.
     #[inline(always)]
-    fn with<K: Kernels>(self, kernels: K) {
+    fn broadcast_tiles<K: Kernels>(self, kernels: K) {
         let Self {
             x,
-            block_sums,
-            m,
             weights,
             rows,
-            out,
+            mut out,
             scratch,
         } = self;
-        if let WeightRows::Blocks(blocks) = weights {
-            if m <= FUSED_MAX_TOKENS {
-                let cols = blocks.cols();
-                let per_row = cols / BLOCK;
-                for (i, row) in rows.enumerate() {
-                    let (quants, scales, mins) = blocks.row(row);
-                    for r in 0..m {
-                        let x = &x[r * cols..][..cols];
-                        let sums = &block_sums[r * per_row..][..per_row];
-                        out[i * m + r] = match blocks.kind {
-                            BlockKind::Q4_0 => {
-                                kernels.nibble_dot(quants, scales, x)
-                                    - 8.0 * kernels.dot(scales, sums)
-                            }
-                            BlockKind::Q4_1 => {
-                                kernels.nibble_dot(quants, scales, x) + kernels.dot(mins, sums)
-                            }
-                            BlockKind::Q8_0 => kernels.byte_dot(quants, scales, x),
-                        };
+        let cols = x.cols;
+        let count = rows.len();
+        for i in (0..count).step_by(TILE_ROWS) {
+            let tile = (count - i).min(TILE_ROWS);
+            // Past the last row, the tile repeats it; those products are not kept.
+            let mut w: [&[f32]; TILE_ROWS] = [&[]; TILE_ROWS];
+            match weights {
+                WeightRows::F32 { data, .. } => {
+                    for (p, w) in w.iter_mut().enumerate() {
+                        let row = rows.start + i + p.min(tile - 1);
+                        *w = &data[row * cols..][..cols];
                     }
                 }
-                return;
+                WeightRows::Blocks(blocks) => {
+                    scratch.resize(TILE_ROWS * cols, 0.0);
+                    for (p, part) in scratch.chunks_exact_mut(cols).enumerate() {
+                        blocks.dequantize_row(kernels, rows.start + i + p.min(tile - 1), part);
+                    }
+                    for (w, part) in w.iter_mut().zip(scratch.chunks_exact(cols)) {
+                        *w = part;
+                    }
+                }
+            }
+            let mut columns = &x.columns[..];
+            for group in x.groups() {
+                let mut products = [[[0f32; LANES]; 2]; TILE_ROWS];
+                if group.len() > LANES {
+                    let (here, rest) = columns.split_at(cols * GROUP);
+                    columns = rest;
+                    kernels.rows_by_columns::<TILE_ROWS, 2>(w, here, &mut products);
+                } else {
+                    let (here, rest) = columns.split_at(cols * LANES);
+                    columns = rest;
+                    let mut one = [[[0f32; LANES]; 1]; TILE_ROWS];
+                    kernels.rows_by_columns::<TILE_ROWS, 1>(w, here, &mut one);
+                    for (products, one) in products.iter_mut().zip(one) {
+                        products[0] = one[0];
+                    }
+                }
+                for (t, out) in out[group.clone()].iter_mut().enumerate() {
+                    for (p, products) in products.iter().take(tile).enumerate() {
+                        out[i + p] = products[t / LANES][t % LANES];
+                    }
+                }
             }
         }
-        // Two weight rows at a time against four tokens at a time: each value loaded feeds more
-        // than one multiply-add.
-        let cols = weights.cols();
-        let x_row = |r: usize| &x[r * cols..][..cols];
+    }
+
+    /// Up to [`LANES`] tokens, too few to fill a vector: dot products, two weight rows (each
+    /// dequantized once) against four tokens at a time.
+    #[inline(always)]
+    fn paired_dots<K: Kernels>(self, kernels: K) {
+        let Self {
+            x,
+            weights,
+            rows,
+            mut out,
+            scratch,
+        } = self;
+        let (cols, m) = (x.cols, x.m);
         let count = rows.len();
         for i in (0..count).step_by(2) {
             let pair = (count - i).min(2);
@@ -304,17 +364,100 @@ impl WithKernels for RowsTimes<'_, '_> {
             while r + 4 <= m {
                 let dots = kernels.dots_2x4(
                     [w0, w1],
-                    [x_row(r), x_row(r + 1), x_row(r + 2), x_row(r + 3)],
+                    [x.row(r), x.row(r + 1), x.row(r + 2), x.row(r + 3)],
                 );
                 for (p, dots) in dots.iter().take(pair).enumerate() {
-                    out[(i + p) * m + r..][..4].copy_from_slice(dots);
+                    for (out, &dot) in out[r..r + 4].iter_mut().zip(dots) {
+                        out[i + p] = dot;
+                    }
                 }
                 r += 4;
             }
-            for r in r..m {
-                out[i * m + r] = kernels.dot(x_row(r), w0);
+            for (r, out) in out.iter_mut().enumerate().skip(r) {
+                out[i] = kernels.dot(x.row(r), w0);
                 if pair == 2 {
-                    out[(i + 1) * m + r] = kernels.dot(x_row(r), w1);
+                    out[i + 1] = kernels.dot(x.row(r), w1);
+                }
+            }
+        }
+    }
+}
+
+/// Weight rows multiplied at once with a group of tokens: with two vectors of tokens, 12
+/// accumulators.
+const TILE_ROWS: usize = 6;
+
+/// Row `row` of `blocks` as f32, into `out`.
+pub fn dequantize_row(blocks: &BlockMatrix, row: usize, out: &mut [f32]) {
+    struct Work<'a> {
+        blocks: &'a BlockMatrix,
+        row: usize,
+        out: &'a mut [f32],
+    }
+    impl WithKernels for Work<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn with<K: Kernels>(self, kernels: K) {
+            self.blocks.dequantize_row(kernels, self.row, self.out)
+        }
+    }
+    with_best_kernels(Work { blocks, row, out })
+}
+
+/// Up to this many tokens, block rows are multiplied straight from their quants; above it,
+/// each row is dequantized once and shared by the tokens.
+const FUSED_MAX_TOKENS: usize = 2;
+
+/// Floats per vector of the widest kernels.
+const LANES: usize = 8;
+
+impl WithKernels for RowsTimes<'_, '_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with<K: Kernels>(self, kernels: K) {
+        let x = self.x;
+        if x.m > FUSED_MAX_TOKENS {
+            return if x.m > LANES {
+                self.broadcast_tiles(kernels)
+            } else {
+                self.paired_dots(kernels)
+            };
+        }
+        let Self {
+            weights,
+            rows,
+            mut out,
+            ..
+        } = self;
+        let cols = weights.cols();
+        match weights {
+            WeightRows::F32 { data, .. } => {
+                for (i, row) in rows.enumerate() {
+                    let w = &data[row * cols..][..cols];
+                    for (r, out) in out.iter_mut().enumerate() {
+                        out[i] = kernels.dot(x.row(r), w);
+                    }
+                }
+            }
+            WeightRows::Blocks(blocks) => {
+                let per_row = cols / BLOCK;
+                for (i, row) in rows.enumerate() {
+                    let (quants, scales, mins) = blocks.row(row);
+                    for (r, out) in out.iter_mut().enumerate() {
+                        let sums = &x.block_sums[r * per_row..][..per_row];
+                        out[i] = match blocks.kind {
+                            BlockKind::Q4_0 => {
+                                kernels.nibble_dot(quants, scales, x.row(r))
+                                    - 8.0 * kernels.dot(scales, sums)
+                            }
+                            BlockKind::Q4_1 => {
+                                kernels.nibble_dot(quants, scales, x.row(r))
+                                    + kernels.dot(mins, sums)
+                            }
+                            BlockKind::Q8_0 => kernels.byte_dot(quants, scales, x.row(r)),
+                        };
+                    }
                 }
             }
         }
@@ -330,6 +473,25 @@ pub trait Kernels: Copy {
     #[inline(always)]
     fn dots_2x4(self, w: [&[f32]; 2], x: [&[f32]; 4]) -> [[f32; 4]; 2] {
         w.map(|w| x.map(|x| self.dot(w, x)))
+    }
+    /// `out[p][v][l] = Σ_c w[p][c] · columns[c * V * 8 + v * 8 + l]`: `R` weight rows against
+    /// `V · 8` tokens laid out column by column.
+    #[inline(always)]
+    fn rows_by_columns<const R: usize, const V: usize>(
+        self,
+        w: [&[f32]; R],
+        columns: &[f32],
+        out: &mut [[[f32; LANES]; V]; R],
+    ) {
+        let lanes = V * LANES;
+        for (p, w) in w.iter().enumerate() {
+            for (c, &weight) in w.iter().enumerate() {
+                let column = &columns[c * lanes..][..lanes];
+                for (v, out) in out[p].iter_mut().enumerate() {
+                    math::axpy(weight, &column[v * LANES..][..LANES], out);
+                }
+            }
+        }
     }
     /// `out = Σ_t weights[t] · values[t * stride..][..out.len()]`.
     #[inline(always)]

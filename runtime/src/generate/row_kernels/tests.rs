@@ -40,13 +40,14 @@ fn products_match_plain_dot_products_for_every_row_and_token() {
     let (rows, cols) = (37, 160);
     // Rows 2..37: a task that does not start at the first row, with an odd count.
     const FIRST: usize = 2;
-    // One token (multiplied straight from the quants), and three and six (rows dequantized
-    // first, tokens four at a time and one at a time).
-    for tokens in [1, 3, 6] {
+    // One and two tokens (multiplied straight from the quants); up to eight (rows dequantized
+    // first, dot products four tokens at a time and one at a time); more (weights broadcast
+    // against groups of sixteen tokens, the last group one vector or two).
+    for tokens in [1, 2, 3, 6, 8, 9, 16, 17, 25, 32] {
         let x: Vec<f32> = (0..tokens * cols)
             .map(|i| (i % 17) as f32 / 8.0 - 1.0)
             .collect();
-        let sums = block_sums(&x, tokens);
+        let x_tokens = Tokens::new(&x, tokens);
         for dtype in TYPES {
             let (blocks, dense) = quantized(dtype, rows, cols);
             for weights in [
@@ -56,14 +57,12 @@ fn products_match_plain_dot_products_for_every_row_and_token() {
                 assert_eq!(weights.rows(), rows);
                 // On the best kernels of this CPU and on the portable ones.
                 let products = |portable: bool| {
-                    let mut out = vec![0f32; (rows - FIRST) * tokens];
+                    let mut out = vec![vec![f32::NAN; rows - FIRST]; tokens];
                     let call = RowsTimes {
-                        x: &x,
-                        block_sums: &sums,
-                        m: tokens,
+                        x: &x_tokens,
                         weights: &weights,
                         rows: FIRST..rows,
-                        out: &mut out,
+                        out: out.iter_mut().map(Vec::as_mut_slice).collect(),
                         scratch: &mut Vec::new(),
                     };
                     if portable {
@@ -80,7 +79,7 @@ fn products_match_plain_dot_products_for_every_row_and_token() {
                             .map(|c| x[token * cols + c] * dense[row * cols + c])
                             .sum();
                         for (kernels, out) in [("best", &best), ("portable", &portable)] {
-                            let got = out[(row - FIRST) * tokens + token];
+                            let got = out[token][row - FIRST];
                             assert!(
                                 (got - want).abs() <= 1e-4 * want.abs().max(1.0),
                                 "{dtype:?} {kernels} row {row} token {token} of {tokens}: \
