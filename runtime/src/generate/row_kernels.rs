@@ -276,37 +276,14 @@ impl RowsTimes<'_, '_> {
     /// once and multiplied with each group of tokens, one weight broadcast against one or two
     /// vectors of tokens.
     #[inline(always)]
-    fn broadcast_tiles<K: Kernels>(self, kernels: K) {
-        let Self {
-            x,
-            weights,
-            rows,
-            mut out,
-            scratch,
-        } = self;
+    fn broadcast_tiles<K: Kernels>(mut self, kernels: K) {
+        let (x, rows) = (self.x, self.rows.clone());
         let cols = x.cols;
-        let count = rows.len();
-        for i in (0..count).step_by(TILE_ROWS) {
-            let tile = (count - i).min(TILE_ROWS);
-            // Past the last row, the tile repeats it; those products are not kept.
-            let mut w: [&[f32]; TILE_ROWS] = [&[]; TILE_ROWS];
-            match weights {
-                WeightRows::F32 { data, .. } => {
-                    for (p, w) in w.iter_mut().enumerate() {
-                        let row = rows.start + i + p.min(tile - 1);
-                        *w = &data[row * cols..][..cols];
-                    }
-                }
-                WeightRows::Blocks(blocks) => {
-                    scratch.resize(TILE_ROWS * cols, 0.0);
-                    for (p, part) in scratch.chunks_exact_mut(cols).enumerate() {
-                        blocks.dequantize_row(kernels, rows.start + i + p.min(tile - 1), part);
-                    }
-                    for (w, part) in w.iter_mut().zip(scratch.chunks_exact(cols)) {
-                        *w = part;
-                    }
-                }
-            }
+        for first in rows.clone().step_by(TILE_ROWS) {
+            let tile = first..(first + TILE_ROWS).min(rows.end);
+            let w: [&[f32]; TILE_ROWS] =
+                tile_rows(kernels, self.weights, tile.clone(), self.scratch);
+            let at = tile.start - rows.start;
             let mut columns = &x.columns[..];
             for group in x.groups() {
                 let mut products = [[[0f32; LANES]; 2]; TILE_ROWS];
@@ -323,9 +300,9 @@ impl RowsTimes<'_, '_> {
                         products[0] = one[0];
                     }
                 }
-                for (t, out) in out[group.clone()].iter_mut().enumerate() {
-                    for (p, products) in products.iter().take(tile).enumerate() {
-                        out[i + p] = products[t / LANES][t % LANES];
+                for (t, out) in self.out[group.clone()].iter_mut().enumerate() {
+                    for (p, products) in products.iter().take(tile.len()).enumerate() {
+                        out[at + p] = products[t / LANES][t % LANES];
                     }
                 }
             }
@@ -335,52 +312,61 @@ impl RowsTimes<'_, '_> {
     /// Up to [`LANES`] tokens, too few to fill a vector: dot products, two weight rows (each
     /// dequantized once) against four tokens at a time.
     #[inline(always)]
-    fn paired_dots<K: Kernels>(self, kernels: K) {
-        let Self {
-            x,
-            weights,
-            rows,
-            mut out,
-            scratch,
-        } = self;
-        let (cols, m) = (x.cols, x.m);
-        let count = rows.len();
-        for i in (0..count).step_by(2) {
-            let pair = (count - i).min(2);
-            let (row0, row1) = (rows.start + i, rows.start + i + pair - 1);
-            let (w0, w1): (&[f32], &[f32]) = match weights {
-                WeightRows::F32 { data, .. } => {
-                    (&data[row0 * cols..][..cols], &data[row1 * cols..][..cols])
-                }
-                WeightRows::Blocks(blocks) => {
-                    scratch.resize(2 * cols, 0.0);
-                    let (a, b) = scratch.split_at_mut(cols);
-                    blocks.dequantize_row(kernels, row0, a);
-                    blocks.dequantize_row(kernels, row1, b);
-                    (a, b)
-                }
-            };
+    fn paired_dots<K: Kernels>(mut self, kernels: K) {
+        let (x, rows) = (self.x, self.rows.clone());
+        for first in rows.clone().step_by(2) {
+            let pair = first..(first + 2).min(rows.end);
+            let w: [&[f32]; 2] = tile_rows(kernels, self.weights, pair.clone(), self.scratch);
+            let at = pair.start - rows.start;
             let mut r = 0;
-            while r + 4 <= m {
-                let dots = kernels.dots_2x4(
-                    [w0, w1],
-                    [x.row(r), x.row(r + 1), x.row(r + 2), x.row(r + 3)],
-                );
-                for (p, dots) in dots.iter().take(pair).enumerate() {
-                    for (out, &dot) in out[r..r + 4].iter_mut().zip(dots) {
-                        out[i + p] = dot;
+            while r + 4 <= x.m {
+                let dots =
+                    kernels.dots_2x4(w, [x.row(r), x.row(r + 1), x.row(r + 2), x.row(r + 3)]);
+                for (p, dots) in dots.iter().take(pair.len()).enumerate() {
+                    for (out, &dot) in self.out[r..r + 4].iter_mut().zip(dots) {
+                        out[at + p] = dot;
                     }
                 }
                 r += 4;
             }
-            for (r, out) in out.iter_mut().enumerate().skip(r) {
-                out[i] = kernels.dot(x.row(r), w0);
-                if pair == 2 {
-                    out[i + 1] = kernels.dot(x.row(r), w1);
+            for (r, out) in self.out.iter_mut().enumerate().skip(r) {
+                for (p, w) in w.iter().take(pair.len()).enumerate() {
+                    out[at + p] = kernels.dot(x.row(r), w);
                 }
             }
         }
     }
+}
+
+/// Weight rows `tile` (at most `R`; past its end the last is repeated) as f32: the rows
+/// themselves, or dequantized into `scratch`.
+#[inline(always)]
+fn tile_rows<'s, K: Kernels, const R: usize>(
+    kernels: K,
+    weights: &'s WeightRows<'_>,
+    tile: Range<usize>,
+    scratch: &'s mut Vec<f32>,
+) -> [&'s [f32]; R] {
+    let cols = weights.cols();
+    let row = |p: usize| tile.start + p.min(tile.len() - 1);
+    let mut w: [&[f32]; R] = [&[]; R];
+    match weights {
+        WeightRows::F32 { data, .. } => {
+            for (p, w) in w.iter_mut().enumerate() {
+                *w = &data[row(p) * cols..][..cols];
+            }
+        }
+        WeightRows::Blocks(blocks) => {
+            scratch.resize(R * cols, 0.0);
+            for (p, part) in scratch.chunks_exact_mut(cols).enumerate() {
+                blocks.dequantize_row(kernels, row(p), part);
+            }
+            for (w, part) in w.iter_mut().zip(scratch.chunks_exact(cols)) {
+                *w = part;
+            }
+        }
+    }
+    w
 }
 
 /// Weight rows multiplied at once with a group of tokens: with two vectors of tokens, 12

@@ -139,57 +139,32 @@ impl Kernels for Avx2 {
         columns: &[f32],
         out: &mut [[[f32; LANES]; V]; R],
     ) {
-        // A function of its own: inlined into a larger loop, its accumulators get spilled.
-        struct Work<'a, const R: usize, const V: usize> {
-            kernels: Avx2,
-            w: [&'a [f32]; R],
-            columns: &'a [f32],
-            out: &'a mut [[[f32; LANES]; V]; R],
+        let simd = self.0;
+        let cols = w[0].len();
+        let lanes = V * LANES;
+        let columns = &columns[..cols * lanes];
+        let mut rows: [&[f32]; R] = [&[]; R];
+        for p in 0..R {
+            rows[p] = &w[p][..cols];
         }
-        impl<const R: usize, const V: usize> pulp::NullaryFnOnce for Work<'_, R, V> {
-            type Output = ();
-            #[inline(always)]
-            fn call(self) {
-                let Self {
-                    kernels,
-                    w,
-                    columns,
-                    out,
-                } = self;
-                let simd = kernels.0;
-                let cols = w[0].len();
-                let lanes = V * LANES;
-                let columns = &columns[..cols * lanes];
-                let mut rows: [&[f32]; R] = [&[]; R];
-                for p in 0..R {
-                    rows[p] = &w[p][..cols];
-                }
-                let mut acc = [[simd.avx._mm256_setzero_ps(); V]; R];
-                for c in 0..cols {
-                    let mut tokens = [simd.avx._mm256_setzero_ps(); V];
-                    for v in 0..V {
-                        tokens[v] = kernels.load(&columns[c * lanes + v * LANES..]);
-                    }
-                    for p in 0..R {
-                        let weight = simd.avx._mm256_set1_ps(rows[p][c]);
-                        for v in 0..V {
-                            acc[p][v] = simd.fma._mm256_fmadd_ps(weight, tokens[v], acc[p][v]);
-                        }
-                    }
-                }
-                for p in 0..R {
-                    for v in 0..V {
-                        out[p][v] = cast(acc[p][v]);
-                    }
+        let mut acc = [[simd.avx._mm256_setzero_ps(); V]; R];
+        for c in 0..cols {
+            let mut tokens = [simd.avx._mm256_setzero_ps(); V];
+            for v in 0..V {
+                tokens[v] = self.load(&columns[c * lanes + v * LANES..]);
+            }
+            for p in 0..R {
+                let weight = simd.avx._mm256_set1_ps(rows[p][c]);
+                for v in 0..V {
+                    acc[p][v] = simd.fma._mm256_fmadd_ps(weight, tokens[v], acc[p][v]);
                 }
             }
         }
-        self.0.vectorize(Work {
-            kernels: self,
-            w,
-            columns,
-            out,
-        })
+        for p in 0..R {
+            for v in 0..V {
+                out[p][v] = cast(acc[p][v]);
+            }
+        }
     }
 
     #[inline(always)]
