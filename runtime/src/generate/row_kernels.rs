@@ -5,9 +5,9 @@
 //! This is the shape of a decode step (one row per sequence), where candle's CPU matmul spends
 //! most of its time packing the whole weight matrix, and its quantized matmul rounds the
 //! activations to 8 bits. Here GGUF blocks of 32 (Q4_0, Q4_1, Q8_0) meet f32 activations: for one
-//! or two tokens straight from the quants (`d · Σ q·x + m · Σ x` per block); for more tokens
+//! token straight from the quants (`d · Σ q·x + m · Σ x` per block); for more tokens
 //! dequantized a few rows at a time exactly as candle dequantizes them, then up to eight tokens
-//! as dot products (two rows against four tokens at once), more as a gemm microkernel does it
+//! as dot products (two rows against four or two tokens at once), more as a gemm microkernel does it
 //! (each weight broadcast against sixteen tokens held column by column, six rows at once). The
 //! quantized model computes what the f32-dequantized one computes, up to rounding, reading a
 //! quarter to an eighth of the memory.
@@ -196,7 +196,7 @@ pub struct Tokens<'a> {
     rows: &'a [f32],
     m: usize,
     cols: usize,
-    /// The sums of each block of each row, for 1–2 tokens on block weights; else empty.
+    /// The sums of each block of the row, for one token on block weights; else empty.
     block_sums: Vec<f32>,
     /// For more than [`LANES`] tokens, in groups of [`GROUP`]: each group column by column,
     /// `[cols, lanes]`, its tokens zero-padded to one or two vectors; else empty.
@@ -319,15 +319,25 @@ impl RowsTimes<'_, '_> {
             let w: [&[f32]; 2] = tile_rows(kernels, self.weights, pair.clone(), self.scratch);
             let at = pair.start - rows.start;
             let mut r = 0;
-            while r + 4 <= x.m {
-                let dots =
-                    kernels.dots_2x4(w, [x.row(r), x.row(r + 1), x.row(r + 2), x.row(r + 3)]);
+            while r + 2 <= x.m {
+                let dots: [[f32; 4]; 2];
+                let count = if r + 4 <= x.m {
+                    dots = kernels.dots_2x(w, [x.row(r), x.row(r + 1), x.row(r + 2), x.row(r + 3)]);
+                    4
+                } else {
+                    let two = kernels.dots_2x(w, [x.row(r), x.row(r + 1)]);
+                    dots = [
+                        [two[0][0], two[0][1], 0.0, 0.0],
+                        [two[1][0], two[1][1], 0.0, 0.0],
+                    ];
+                    2
+                };
                 for (p, dots) in dots.iter().take(pair.len()).enumerate() {
-                    for (out, &dot) in self.out[r..r + 4].iter_mut().zip(dots) {
+                    for (out, &dot) in self.out[r..r + count].iter_mut().zip(dots) {
                         out[at + p] = dot;
                     }
                 }
-                r += 4;
+                r += count;
             }
             for (r, out) in self.out.iter_mut().enumerate().skip(r) {
                 for (p, w) in w.iter().take(pair.len()).enumerate() {
@@ -391,8 +401,8 @@ pub fn dequantize_row(blocks: &BlockMatrix, row: usize, out: &mut [f32]) {
 }
 
 /// Up to this many tokens, block rows are multiplied straight from their quants; above it,
-/// each row is dequantized once and shared by the tokens.
-const FUSED_MAX_TOKENS: usize = 2;
+/// each row is dequantized once and shared by the tokens (from two tokens on, the faster).
+const FUSED_MAX_TOKENS: usize = 1;
 
 /// Floats per vector of the widest kernels.
 const LANES: usize = 8;
@@ -455,9 +465,9 @@ impl WithKernels for RowsTimes<'_, '_> {
 pub trait Kernels: Copy {
     /// `a · b` of two equally long slices.
     fn dot(self, a: &[f32], b: &[f32]) -> f32;
-    /// `[w[i] · x[r]]` for two weight rows and four activation rows, all of one length.
+    /// `[w[i] · x[r]]` for two weight rows and `T` activation rows, all of one length.
     #[inline(always)]
-    fn dots_2x4(self, w: [&[f32]; 2], x: [&[f32]; 4]) -> [[f32; 4]; 2] {
+    fn dots_2x<const T: usize>(self, w: [&[f32]; 2], x: [&[f32]; T]) -> [[f32; T]; 2] {
         w.map(|w| x.map(|x| self.dot(w, x)))
     }
     /// `out[p][v][l] = Σ_c w[p][c] · columns[c * V * 8 + v * 8 + l]`: `R` weight rows against

@@ -40,8 +40,8 @@ fn products_match_plain_dot_products_for_every_row_and_token() {
     let (rows, cols) = (37, 160);
     // Rows 2..37: a task that does not start at the first row, with an odd count.
     const FIRST: usize = 2;
-    // One and two tokens (multiplied straight from the quants); up to eight (rows dequantized
-    // first, dot products four tokens at a time and one at a time); more (weights broadcast
+    // One token (multiplied straight from the quants); up to eight (rows dequantized first,
+    // dot products four, two and one tokens at a time); more (weights broadcast
     // against groups of sixteen tokens, the last group one vector or two).
     for tokens in [1, 2, 3, 6, 8, 9, 16, 17, 25, 32] {
         let x: Vec<f32> = (0..tokens * cols)

@@ -105,23 +105,23 @@ impl Kernels for Avx2 {
     }
 
     #[inline(always)]
-    fn dots_2x4(self, w: [&[f32]; 2], x: [&[f32]; 4]) -> [[f32; 4]; 2] {
+    fn dots_2x<const T: usize>(self, w: [&[f32]; 2], x: [&[f32]; T]) -> [[f32; T]; 2] {
         let simd = self.0;
         let len = w[0].len();
         let (w, x) = (w.map(|w| &w[..len]), x.map(|x| &x[..len]));
-        let mut acc = [[simd.avx._mm256_setzero_ps(); 4]; 2];
+        let mut acc = [[simd.avx._mm256_setzero_ps(); T]; 2];
         let whole = len / 8 * 8;
         for at in (0..whole).step_by(8) {
             let w = [self.load(&w[0][at..]), self.load(&w[1][at..])];
-            for r in 0..4 {
+            for r in 0..T {
                 let x = self.load(&x[r][at..]);
                 acc[0][r] = simd.fma._mm256_fmadd_ps(w[0], x, acc[0][r]);
                 acc[1][r] = simd.fma._mm256_fmadd_ps(w[1], x, acc[1][r]);
             }
         }
-        let mut out = [[0f32; 4]; 2];
+        let mut out = [[0f32; T]; 2];
         for p in 0..2 {
-            for r in 0..4 {
+            for r in 0..T {
                 let mut tail = 0f32;
                 for at in whole..len {
                     tail += w[p][at] * x[r][at];
