@@ -25,16 +25,15 @@ fn main() -> anyhow::Result<()> {
     let blocks = BlockMatrix::from_gguf(GgmlDType::Q4_1, rows, cols, &quantized.data()?)?;
     println!("| tokens | Q4_1 ms | Q4_1 GMAC/s | f32 ms | f32 GMAC/s |");
     println!("|---:|---:|---:|---:|---:|");
-    for m in [1usize, 2, 4, 8, 12, 16, 24, 32] {
+    for m in [1usize, 2, 4, 6, 8, 12, 16, 24, 32] {
         let x: Vec<f32> = (0..m * cols).map(|i| (i % 17) as f32 / 8.0 - 1.0).collect();
-        let tokens = Tokens::new(&x, m);
         let mut figures = Vec::new();
         for weights in [
             WeightRows::Blocks(&blocks),
             WeightRows::F32 { data: &dense, cols },
         ] {
+            let tokens = Tokens::new(&x, m, std::slice::from_ref(&weights));
             let mut out = vec![vec![0f32; rows]; m];
-            let mut scratch = Vec::new();
             let iterations = 4000 / m;
             let started = Instant::now();
             for _ in 0..iterations {
@@ -43,7 +42,6 @@ fn main() -> anyhow::Result<()> {
                     weights: &weights,
                     rows: 0..rows,
                     out: out.iter_mut().map(Vec::as_mut_slice).collect(),
-                    scratch: &mut scratch,
                 }
                 .run();
             }

@@ -5,10 +5,12 @@
 //! - Weights dequantized to f32: logits match (cosine >= 0.9999 at every recorded position),
 //!   teacher-forced argmax matches at every position where the reference's top two logits are
 //!   not a near-tie, and greedy continuations are identical for 32 tokens.
-//! - Quantized weights (the CPU default, multiplied with f32 activations): teacher-forced top-1
-//!   agrees with transformers on at least 98% of positions (llama.cpp: 0.947 with the same
-//!   file), and greedy continuations, decoded through the row kernels, equal transformers'.
-//! - A sequence's greedy tokens do not change when other sequences run in the same steps.
+//! - Quantized weights (the CPU default, multiplied with activations rounded to 16 bits per
+//!   block): teacher-forced top-1 agrees with transformers on at least 98% of positions
+//!   (llama.cpp: 0.947 with the same file), and greedy continuations, decoded through the row
+//!   kernels, equal transformers'.
+//! - A sequence's greedy tokens do not change when other sequences run in the same steps, and
+//!   a prompt's logits do not change, to the bit, with how it is split into chunks.
 
 mod common;
 
@@ -114,4 +116,52 @@ fn a_sequence_decodes_the_same_alone_and_batched_with_others() {
     }
     let expected: Vec<Vec<u32>> = alone.iter().cycle().take(prompts.len()).cloned().collect();
     assert_eq!(batched, expected);
+}
+
+#[test]
+fn a_prompt_gets_the_same_logits_in_one_chunk_in_several_or_beside_others() {
+    let reference = reference();
+    let model = load(WeightFormat::Quantized);
+    let prompt = &reference
+        .prompts
+        .iter()
+        .max_by_key(|p| p.ids.len())
+        .expect("prompts")
+        .ids;
+    let other = &reference.prompts[0].ids;
+    let last = |chunks: &mut [Chunk<'_>]| -> Vec<f32> {
+        let logits = model.forward(chunks).unwrap();
+        logits[0].flatten_all().unwrap().to_vec1().unwrap()
+    };
+    let mut cache = model.new_cache();
+    let alone = last(&mut [Chunk {
+        tokens: prompt,
+        cache: &mut cache,
+        all_logits: false,
+    }]);
+    // Split at several points, the first part beside another sequence's prompt, the rest
+    // alone: different products and attention shapes, the same values to the bit.
+    for split in [1, 7, 33, prompt.len() / 2, prompt.len() - 1] {
+        let (mut cache, mut other_cache) = (model.new_cache(), model.new_cache());
+        model
+            .forward(&mut [
+                Chunk {
+                    tokens: other,
+                    cache: &mut other_cache,
+                    all_logits: false,
+                },
+                Chunk {
+                    tokens: &prompt[..split],
+                    cache: &mut cache,
+                    all_logits: false,
+                },
+            ])
+            .unwrap();
+        let chunked = last(&mut [Chunk {
+            tokens: &prompt[split..],
+            cache: &mut cache,
+            all_logits: false,
+        }]);
+        assert!(chunked == alone, "split at {split}: the logits differ");
+    }
 }

@@ -413,8 +413,8 @@ pub fn gguf_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 /// How to hold the weights. On a CPU, `auto` keeps them quantized when every matmul weight is
-/// of a type the row kernels take (`row_kernels`): they multiply exactly dequantized weights
-/// with f32 activations, faster than f32 weights. Otherwise it dequantizes them to f32 when
+/// of a type the row kernels take (`row_kernels`): they multiply the quants with activations
+/// rounded to 16 bits, faster than f32 weights. Otherwise it dequantizes them to f32 when
 /// that takes at most a quarter of the memory: candle's quantized CPU matmuls round the
 /// activations to 8 bits and are slower than its f32 ones.
 fn weight_format(

@@ -1,29 +1,25 @@
 //! A matmul weight of the decoder, `[out, in]`, applied to activations `[tokens, in]`.
 //!
-//! On the CPU, batches of up to [`ROW_KERNEL_MAX_TOKENS`] tokens (decode steps) go through
-//! [`row_kernels`](super::row_kernels), which read each weight row once; larger ones (prompt
-//! chunks) go through candle's gemm, with block weights dequantized a tile at a time. GGUF
-//! block types without a row kernel (the K-quants), f16 weights and every weight on a GPU use
-//! candle's `QMatMul`.
+//! On the CPU, GGUF block weights (Q4_0, Q4_1, Q8_0) go through the integer
+//! [`row_kernels`](super::row_kernels) at every batch size; f32 weights through the row kernels
+//! for up to [`ROW_KERNEL_MAX_TOKENS`] tokens (decode steps) and through candle's gemm for
+//! larger prompt chunks. GGUF block types without a row kernel (the K-quants), f16 weights and
+//! every weight on a GPU use candle's `QMatMul`.
 
 use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Storage, Tensor};
 use rayon::prelude::*;
 
 use super::llama::WeightFormat;
-use super::row_kernels::{dequantize_row, BlockMatrix, RowsTimes, Tokens, WeightRows};
+use super::row_kernels::{BlockMatrix, RowsTimes, Tokens, WeightRows};
 
-/// The most tokens a step may have for the row kernels; above it candle's gemm, which reuses
-/// each weight many times from cache. At 32 tokens the row kernels are still the faster (a
-/// SmolLM2 decode step of 32 sequences: 91 ms on Q4_1 rows and 92 ms on f32 rows, against
-/// 133 ms and 120 ms through gemm).
+/// The most tokens a step may have for the f32 row kernels; above it candle's gemm, which
+/// reuses each weight many times from cache. At 32 tokens the row kernels are still the faster
+/// (a SmolLM2 decode step of 32 sequences on f32 rows: 92 ms, against 120 ms through gemm).
 pub const ROW_KERNEL_MAX_TOKENS: usize = 32;
 
 /// Weight rows handled by one parallel task of the row kernels.
 const ROWS_PER_TASK: usize = 48;
-
-/// f32 values per dequantized tile fed to gemm (8 MB).
-const TILE_VALUES: usize = 1 << 21;
 
 pub enum Linear {
     /// On the CPU, `[out, in]` f32, contiguous.
@@ -78,8 +74,10 @@ impl Linear {
     /// which at one token per step cost about as much as the multiplications.
     pub fn forward_all(weights: &[&Self], x: &Tensor) -> anyhow::Result<Vec<Tensor>> {
         let tokens = x.dim(0)?;
-        let rowwise = |weight: &&Self| {
-            matches!(weight, Self::F32(_) | Self::Blocks(_)) && tokens <= ROW_KERNEL_MAX_TOKENS
+        let rowwise = |weight: &&Self| match weight {
+            Self::Blocks(_) => true,
+            Self::F32(_) => tokens <= ROW_KERNEL_MAX_TOKENS,
+            Self::Candle(_) => false,
         };
         if !weights.iter().all(rowwise) {
             return weights.iter().map(|weight| weight.forward_one(x)).collect();
@@ -112,19 +110,21 @@ impl Linear {
         Ok(match self {
             Self::Candle(matmul) => matmul.forward(x)?,
             Self::F32(weight) => x.matmul(&weight.t()?)?,
-            Self::Blocks(blocks) => tiled_gemm(x, blocks)?,
+            Self::Blocks(blocks) => {
+                let mut out = row_kernel(x, &[WeightRows::Blocks(blocks)])?;
+                out.pop().expect("one output per weight")
+            }
         })
     }
 }
 
-/// Up to [`ROW_KERNEL_MAX_TOKENS`] rows of `x` against each of `weights`, in one parallel pass
-/// over all their rows.
+/// The rows of `x` against each of `weights`, in one parallel pass over all their rows.
 fn row_kernel(x: &Tensor, weights: &[WeightRows<'_>]) -> anyhow::Result<Vec<Tensor>> {
     let (tokens, cols) = x.dims2()?;
     let x = x.to_dtype(DType::F32)?.contiguous()?;
     let (storage, layout) = x.storage_and_layout();
     let x_data = &cpu_slice(&storage)?[layout.start_offset()..][..tokens * cols];
-    let x_tokens = Tokens::new(x_data, tokens);
+    let x_tokens = Tokens::new(x_data, tokens, weights);
     // Per weight, the products `[tokens, out]`. Each task takes its rows' columns of every
     // token's row.
     let mut results: Vec<Vec<f32>> = weights
@@ -146,19 +146,16 @@ fn row_kernel(x: &Tensor, weights: &[WeightRows<'_>]) -> anyhow::Result<Vec<Tens
             }
         }
     }
-    tasks
-        .into_par_iter()
-        .for_each_init(Vec::new, |scratch, (weight, first, out)| {
-            let rows = first..first + out[0].len();
-            RowsTimes {
-                x: &x_tokens,
-                weights: weight,
-                rows,
-                out,
-                scratch,
-            }
-            .run();
-        });
+    tasks.into_par_iter().for_each(|(weight, first, out)| {
+        let rows = first..first + out[0].len();
+        RowsTimes {
+            x: &x_tokens,
+            weights: weight,
+            rows,
+            out,
+        }
+        .run();
+    });
     results
         .into_iter()
         .zip(weights)
@@ -170,25 +167,6 @@ fn row_kernel(x: &Tensor, weights: &[WeightRows<'_>]) -> anyhow::Result<Vec<Tens
             )?)
         })
         .collect()
-}
-
-/// Many rows of `x` against block weights: gemm over f32 tiles of weight rows.
-fn tiled_gemm(x: &Tensor, blocks: &BlockMatrix) -> anyhow::Result<Tensor> {
-    let cols = blocks.cols();
-    let tile = (TILE_VALUES / cols).max(1);
-    let x = x.to_dtype(DType::F32)?;
-    let mut parts = Vec::new();
-    for first in (0..blocks.rows()).step_by(tile) {
-        let rows = first..(first + tile).min(blocks.rows());
-        let mut weight = vec![0f32; rows.len() * cols];
-        weight
-            .par_chunks_mut(cols)
-            .zip(rows.clone())
-            .for_each(|(out, row)| dequantize_row(blocks, row, out));
-        let weight = Tensor::from_vec(weight, (rows.len(), cols), &Device::Cpu)?;
-        parts.push(x.matmul(&weight.t()?)?);
-    }
-    Ok(Tensor::cat(&parts, 1)?)
 }
 
 /// The f32 values of a CPU tensor's storage.

@@ -1,16 +1,17 @@
 //! The Llama-family decoder, run over a ragged batch: each step's tokens from every sequence go
 //! through the projections and MLPs as one matrix (the weights are read once per step for all
-//! sequences), and attention runs per sequence against that sequence's own KV cache.
+//! sequences), and attention runs per sequence against that sequence's own KV cache (on the CPU
+//! one query token at a time, [`super::cpu_attention`]).
 //!
 //! Weights come from a GGUF file ([`Llama::from_gguf`]) and stay quantized (the CPU default for
-//! the block types the row kernels take, multiplied with f32 activations; see [`super::linear`]),
-//! or are dequantized at load to f32 or f16 (the GPU default, where batched quantized matmuls
-//! would dequantize whole weights on every step).
+//! the block types the row kernels take, multiplied with activations rounded to 16 bits; see
+//! [`super::linear`]), or are dequantized at load to f32 or f16 (the GPU default, where
+//! batched quantized matmuls would dequantize whole weights on every step).
 
 use candle_core::quantized::{gguf_file, QTensor};
 use candle_core::{DType, Device, Tensor, D};
 
-use super::decode_attention::{decode_attention, DecodeRow};
+use super::cpu_attention::{cpu_attention, SequenceRows};
 use super::kv_cache::SeqCache;
 use super::linear::Linear;
 
@@ -328,33 +329,22 @@ impl Llama {
                 &v.narrow(0, offset, len)?,
             )?);
         }
-        // On the CPU, the sequences that decode one token go through one parallel pass.
-        let decoding = |&(_, len, _): &(usize, usize, usize)| len == 1 && self.device.is_cpu();
-        let rows: Vec<DecodeRow> = spans
-            .iter()
-            .zip(&caches)
-            .filter(|(span, _)| decoding(span))
-            .map(|(&(offset, _, _), (keys, values))| DecodeRow {
-                token: offset,
-                keys: keys.clone(),
-                values: values.clone(),
-            })
-            .collect();
-        let decoded = if rows.is_empty() {
-            None
-        } else {
-            Some(decode_attention(&q, &rows, c.kv_heads)?)
-        };
-        let mut next_row = 0;
+        if self.device.is_cpu() {
+            let sequences: Vec<SequenceRows> = spans
+                .iter()
+                .zip(caches)
+                .map(|(&(offset, len, start), (keys, values))| SequenceRows {
+                    offset,
+                    len,
+                    start,
+                    keys,
+                    values,
+                })
+                .collect();
+            return cpu_attention(&q, &sequences, c.kv_heads);
+        }
         let mut outputs = Vec::with_capacity(chunks.len());
-        for (span, (keys, values)) in spans.iter().zip(caches) {
-            if decoding(span) {
-                let decoded = decoded.as_ref().expect("rows were decoded");
-                outputs.push(decoded.narrow(0, next_row, 1)?);
-                next_row += 1;
-                continue;
-            }
-            let &(offset, len, start) = span;
+        for (&(offset, len, start), (keys, values)) in spans.iter().zip(caches) {
             let (keys, values) = (keys.transpose(0, 1)?, values.transpose(0, 1)?);
             let seen = start + len;
             // Grouped-query attention without copying K/V: the heads sharing a KV head become

@@ -7,7 +7,7 @@
 //!      batch with per-sequence KV caches -> sampling -> detokenize, stop strings -> events
 //! ```
 pub mod chat_template;
-mod decode_attention;
+mod cpu_attention;
 pub mod detokenize;
 mod engine;
 pub mod kv_cache;

@@ -1,16 +1,18 @@
-//! CPU kernels for a few activation rows against a large weight matrix: each weight row is read
-//! once per call and multiplied with every activation row while it is in L1. Also the vector
-//! steps of decode attention ([`Kernels::dot`], [`Kernels::weighted_rows`]).
+//! CPU kernels for activation rows against a large weight matrix, each weight read once per
+//! call while it is in L1. Also the vector steps of decode attention ([`Kernels::dot`],
+//! [`Kernels::weighted_rows`]).
 //!
-//! This is the shape of a decode step (one row per sequence), where candle's CPU matmul spends
-//! most of its time packing the whole weight matrix, and its quantized matmul rounds the
-//! activations to 8 bits. Here GGUF blocks of 32 (Q4_0, Q4_1, Q8_0) meet f32 activations: for one
-//! token straight from the quants (`d · Σ q·x + m · Σ x` per block); for more tokens
-//! dequantized a few rows at a time exactly as candle dequantizes them, then up to eight tokens
-//! as dot products (two rows against four or two tokens at once), more as a gemm microkernel does it
-//! (each weight broadcast against sixteen tokens held column by column, six rows at once). The
-//! quantized model computes what the f32-dequantized one computes, up to rounding, reading a
-//! quarter to an eighth of the memory.
+//! candle's CPU matmul spends most of a decode step (one row per sequence) packing the whole
+//! weight matrix, and its quantized matmul rounds the activations to 8 bits. Here:
+//!
+//! - GGUF blocks of 32 (Q4_0, Q4_1, Q8_0), at any token count (decode steps and prompt
+//!   chunks): activations quantized to 16 bits per block, integer products of eight rows with
+//!   up to six tokens at a time, exact 32-bit sums scaled per block ([`blocks`] says why 16
+//!   bits). A token's products are the same whichever tokens share the call.
+//! - f32 rows, up to [`ROW_KERNEL_MAX_TOKENS`](super::linear::ROW_KERNEL_MAX_TOKENS) tokens:
+//!   one token by dot products; up to eight, two rows against four or two tokens at once; more
+//!   as a gemm microkernel does it (each weight broadcast against sixteen tokens held column by
+//!   column, six rows at once).
 //!
 //! Each kernel exists twice behind [`Kernels`]: [`Portable`] plain loops, and on x86-64 with
 //! AVX2 and FMA (`x86::Avx2`, chosen at run time by [`with_best_kernels`]) the same steps in
@@ -19,135 +21,14 @@
 
 use std::ops::Range;
 
-use candle_core::quantized::GgmlDType;
-
 use crate::model::math;
 
+mod blocks;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-/// Weights per GGUF block.
-pub const BLOCK: usize = 32;
-
-/// A weight matrix `[rows, cols]` held as GGUF blocks of 32 along each row, split into scales,
-/// minimums (Q4_1 only) and quants.
-pub struct BlockMatrix {
-    kind: BlockKind,
-    rows: usize,
-    cols: usize,
-    scales: Vec<f32>,
-    mins: Vec<f32>,
-    quants: Vec<u8>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BlockKind {
-    Q4_0,
-    Q4_1,
-    Q8_0,
-}
-
-impl BlockMatrix {
-    /// The block types these kernels take.
-    pub fn supports(dtype: GgmlDType) -> bool {
-        matches!(dtype, GgmlDType::Q4_0 | GgmlDType::Q4_1 | GgmlDType::Q8_0)
-    }
-
-    /// From the raw bytes of a GGUF tensor `[rows, cols]` of `dtype`.
-    pub fn from_gguf(
-        dtype: GgmlDType,
-        rows: usize,
-        cols: usize,
-        raw: &[u8],
-    ) -> anyhow::Result<Self> {
-        let (kind, block_bytes, quant_bytes) = match dtype {
-            GgmlDType::Q4_0 => (BlockKind::Q4_0, 18, 16),
-            GgmlDType::Q4_1 => (BlockKind::Q4_1, 20, 16),
-            GgmlDType::Q8_0 => (BlockKind::Q8_0, 34, 32),
-            other => anyhow::bail!("no CPU row kernel for {other:?} weights"),
-        };
-        anyhow::ensure!(
-            cols.is_multiple_of(BLOCK),
-            "a row of {cols} weights is not whole blocks"
-        );
-        let blocks = rows * cols / BLOCK;
-        anyhow::ensure!(
-            raw.len() == blocks * block_bytes,
-            "{dtype:?} tensor [{rows}, {cols}] has {} bytes, expected {}",
-            raw.len(),
-            blocks * block_bytes
-        );
-        let half = |bytes: &[u8]| half::f16::from_le_bytes([bytes[0], bytes[1]]).to_f32();
-        let mut scales = Vec::with_capacity(blocks);
-        let mut mins = Vec::new();
-        let mut quants = Vec::with_capacity(blocks * quant_bytes);
-        for block in raw.chunks_exact(block_bytes) {
-            scales.push(half(&block[0..2]));
-            let quants_at = if kind == BlockKind::Q4_1 {
-                mins.push(half(&block[2..4]));
-                4
-            } else {
-                2
-            };
-            quants.extend_from_slice(&block[quants_at..]);
-        }
-        Ok(Self {
-            kind,
-            rows,
-            cols,
-            scales,
-            mins,
-            quants,
-        })
-    }
-
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-
-    pub fn cols(&self) -> usize {
-        self.cols
-    }
-
-    /// Bytes held.
-    pub fn bytes(&self) -> usize {
-        4 * (self.scales.len() + self.mins.len()) + self.quants.len()
-    }
-
-    /// Row `row`'s quants, scales and minimums (empty unless Q4_1).
-    #[inline(always)]
-    fn row(&self, row: usize) -> (&[u8], &[f32], &[f32]) {
-        let per_row = self.cols / BLOCK;
-        let first = row * per_row;
-        let quant_bytes = if self.kind == BlockKind::Q8_0 {
-            BLOCK
-        } else {
-            BLOCK / 2
-        };
-        let mins = if self.kind == BlockKind::Q4_1 {
-            &self.mins[first..][..per_row]
-        } else {
-            &[]
-        };
-        (
-            &self.quants[first * quant_bytes..][..per_row * quant_bytes],
-            &self.scales[first..][..per_row],
-            mins,
-        )
-    }
-
-    /// Row `row` as f32, into `out` (`cols` long), as candle's `dequantize` computes it.
-    #[inline(always)]
-    pub fn dequantize_row<K: Kernels>(&self, kernels: K, row: usize, out: &mut [f32]) {
-        let (quants, scales, mins) = self.row(row);
-        let out = &mut out[..self.cols];
-        match self.kind {
-            BlockKind::Q4_0 => kernels.dequantize_q4_0(quants, scales, out),
-            BlockKind::Q4_1 => kernels.dequantize_q4_1(quants, scales, mins, out),
-            BlockKind::Q8_0 => kernels.dequantize_q8_0(quants, scales, out),
-        }
-    }
-}
+use blocks::{pair, quant, unpair, ACTIVATION_MAX, PAIRS};
+pub use blocks::{BlockKind, BlockMatrix, Group, QuantizedTokens, TokenBlocks, BLOCK, GROUP_ROWS};
 
 /// The weight rows a kernel reads: f32 rows of a tensor, or blocks.
 pub enum WeightRows<'a> {
@@ -191,41 +72,37 @@ pub fn with_best_kernels<W: WithKernels>(work: W) -> W::Output {
     work.with(Portable)
 }
 
-/// The activation rows of one product, `[m, cols]`, prepared for the row kernels.
+/// The activation rows of one product, `[m, cols]`, prepared for the weights they meet.
 pub struct Tokens<'a> {
     rows: &'a [f32],
     m: usize,
     cols: usize,
-    /// The sums of each block of the row, for one token on block weights; else empty.
-    block_sums: Vec<f32>,
-    /// For more than [`LANES`] tokens, in groups of [`GROUP`]: each group column by column,
-    /// `[cols, lanes]`, its tokens zero-padded to one or two vectors; else empty.
+    /// For f32 weights and more than [`LANES`] tokens, in groups of [`GROUP`]: each group
+    /// column by column, `[cols, lanes]`, its tokens zero-padded to one or two vectors; else
+    /// empty.
     columns: Vec<f32>,
+    /// For block weights.
+    quantized: Option<QuantizedTokens>,
 }
 
-/// Tokens that [`RowsTimes`] holds in registers at once: two vectors.
+/// Tokens that the f32 broadcast kernel holds in registers at once: two vectors.
 const GROUP: usize = 2 * LANES;
 
 impl<'a> Tokens<'a> {
-    pub fn new(rows: &'a [f32], m: usize) -> Self {
+    /// `rows` (`m` of them) prepared for each kind of `weights`.
+    pub fn new(rows: &'a [f32], m: usize, weights: &[WeightRows<'_>]) -> Self {
         let cols = rows.len() / m.max(1);
         let mut tokens = Self {
             rows,
             m,
             cols,
-            block_sums: Vec::new(),
             columns: Vec::new(),
+            quantized: None,
         };
-        if m <= FUSED_MAX_TOKENS {
-            if cols.is_multiple_of(BLOCK) {
-                tokens.block_sums = rows
-                    .chunks_exact(BLOCK)
-                    .map(|block| block.iter().sum())
-                    .collect();
-            }
-            return tokens;
+        if weights.iter().any(|w| matches!(w, WeightRows::Blocks(_))) {
+            tokens.quantized = Some(QuantizedTokens::new(rows, m));
         }
-        if m <= LANES {
+        if m <= LANES || !weights.iter().any(|w| matches!(w, WeightRows::F32 { .. })) {
             return tokens;
         }
         for group in tokens.groups() {
@@ -257,14 +134,17 @@ impl<'a> Tokens<'a> {
 }
 
 /// One call of the row kernels: `out[r][i] = x[r] · w[rows.start + i]` for the `m` rows of
-/// `x`, each token's products with weight rows `rows`. `scratch` holds dequantized rows.
+/// `x`, each token's products with weight rows `rows`. For block weights `rows` starts at a
+/// multiple of [`GROUP_ROWS`].
 pub struct RowsTimes<'a, 'w> {
     pub x: &'a Tokens<'a>,
     pub weights: &'a WeightRows<'w>,
     pub rows: Range<usize>,
     pub out: Vec<&'a mut [f32]>,
-    pub scratch: &'a mut Vec<f32>,
 }
+
+/// Tokens multiplied at once with a group of block rows, at most.
+const TOKEN_TILE: usize = 6;
 
 impl RowsTimes<'_, '_> {
     /// Runs on the best kernels of this CPU.
@@ -272,17 +152,43 @@ impl RowsTimes<'_, '_> {
         with_best_kernels(self)
     }
 
-    /// More than [`LANES`] tokens: weight rows [`TILE_ROWS`] at a time, each tile dequantized
-    /// once and multiplied with each group of tokens, one weight broadcast against one or two
-    /// vectors of tokens.
+    /// Block weights: tiles of up to [`TOKEN_TILE`] tokens, each against every group of rows.
     #[inline(always)]
-    fn broadcast_tiles<K: Kernels>(mut self, kernels: K) {
+    fn block_groups<K: Kernels>(mut self, kernels: K, blocks: &BlockMatrix) {
+        let x = self
+            .x
+            .quantized
+            .as_ref()
+            .expect("tokens quantized for block weights");
+        let rows = self.rows.clone();
+        assert!(
+            rows.start.is_multiple_of(GROUP_ROWS),
+            "block rows are taken from a group's first"
+        );
+        let mut first = 0;
+        while first < self.x.m {
+            let out = &mut self.out[first..];
+            let tokens = first..self.x.m;
+            first += match tokens.len() {
+                left if left >= TOKEN_TILE => {
+                    block_tile::<K, TOKEN_TILE>(kernels, blocks, x, tokens, &rows, out)
+                }
+                4 | 5 => block_tile::<K, 4>(kernels, blocks, x, tokens, &rows, out),
+                2 | 3 => block_tile::<K, 2>(kernels, blocks, x, tokens, &rows, out),
+                _ => block_tile::<K, 1>(kernels, blocks, x, tokens, &rows, out),
+            };
+        }
+    }
+
+    /// f32 weights, more than [`LANES`] tokens: weight rows [`TILE_ROWS`] at a time, each
+    /// multiplied with each group of tokens, one weight broadcast against one or two vectors
+    /// of tokens.
+    #[inline(always)]
+    fn broadcast_tiles<K: Kernels>(mut self, kernels: K, data: &[f32], cols: usize) {
         let (x, rows) = (self.x, self.rows.clone());
-        let cols = x.cols;
         for first in rows.clone().step_by(TILE_ROWS) {
             let tile = first..(first + TILE_ROWS).min(rows.end);
-            let w: [&[f32]; TILE_ROWS] =
-                tile_rows(kernels, self.weights, tile.clone(), self.scratch);
+            let w: [&[f32]; TILE_ROWS] = tile_rows(data, cols, tile.clone());
             let at = tile.start - rows.start;
             let mut columns = &x.columns[..];
             for group in x.groups() {
@@ -309,14 +215,14 @@ impl RowsTimes<'_, '_> {
         }
     }
 
-    /// Up to [`LANES`] tokens, too few to fill a vector: dot products, two weight rows (each
-    /// dequantized once) against four tokens at a time.
+    /// f32 weights, up to [`LANES`] tokens, too few to fill a vector: dot products, two weight
+    /// rows against four tokens at a time.
     #[inline(always)]
-    fn paired_dots<K: Kernels>(mut self, kernels: K) {
+    fn paired_dots<K: Kernels>(mut self, kernels: K, data: &[f32], cols: usize) {
         let (x, rows) = (self.x, self.rows.clone());
         for first in rows.clone().step_by(2) {
             let pair = first..(first + 2).min(rows.end);
-            let w: [&[f32]; 2] = tile_rows(kernels, self.weights, pair.clone(), self.scratch);
+            let w: [&[f32]; 2] = tile_rows(data, cols, pair.clone());
             let at = pair.start - rows.start;
             let mut r = 0;
             while r + 2 <= x.m {
@@ -348,33 +254,39 @@ impl RowsTimes<'_, '_> {
     }
 }
 
-/// Weight rows `tile` (at most `R`; past its end the last is repeated) as f32: the rows
-/// themselves, or dequantized into `scratch`.
+/// The first `T` of `tokens` against weight rows `rows` of `blocks`, group by group, into
+/// `out` (one slice per token, from the first); returns `T`.
 #[inline(always)]
-fn tile_rows<'s, K: Kernels, const R: usize>(
+fn block_tile<K: Kernels, const T: usize>(
     kernels: K,
-    weights: &'s WeightRows<'_>,
-    tile: Range<usize>,
-    scratch: &'s mut Vec<f32>,
-) -> [&'s [f32]; R] {
-    let cols = weights.cols();
-    let row = |p: usize| tile.start + p.min(tile.len() - 1);
+    blocks: &BlockMatrix,
+    x: &QuantizedTokens,
+    tokens: Range<usize>,
+    rows: &Range<usize>,
+    out: &mut [&mut [f32]],
+) -> usize {
+    let mut tile = [x.token(tokens.start); T];
+    for (t, tile) in tile.iter_mut().enumerate() {
+        *tile = x.token(tokens.start + t);
+    }
+    for group in rows.start / GROUP_ROWS..rows.end.div_ceil(GROUP_ROWS) {
+        let group_rows = group * GROUP_ROWS..((group + 1) * GROUP_ROWS).min(rows.end);
+        let (at, len) = (group_rows.start - rows.start, group_rows.len());
+        let products = kernels.group_products(blocks.kind(), blocks.group(group), tile);
+        for (out, products) in out.iter_mut().zip(products) {
+            out[at..][..len].copy_from_slice(&products[..len]);
+        }
+    }
+    T
+}
+
+/// f32 weight rows `tile` (at most `R`; past its end the last is repeated).
+#[inline(always)]
+fn tile_rows<const R: usize>(data: &[f32], cols: usize, tile: Range<usize>) -> [&[f32]; R] {
     let mut w: [&[f32]; R] = [&[]; R];
-    match weights {
-        WeightRows::F32 { data, .. } => {
-            for (p, w) in w.iter_mut().enumerate() {
-                *w = &data[row(p) * cols..][..cols];
-            }
-        }
-        WeightRows::Blocks(blocks) => {
-            scratch.resize(R * cols, 0.0);
-            for (p, part) in scratch.chunks_exact_mut(cols).enumerate() {
-                blocks.dequantize_row(kernels, row(p), part);
-            }
-            for (w, part) in w.iter_mut().zip(scratch.chunks_exact(cols)) {
-                *w = part;
-            }
-        }
+    for (p, w) in w.iter_mut().enumerate() {
+        let row = tile.start + p.min(tile.len() - 1);
+        *w = &data[row * cols..][..cols];
     }
     w
 }
@@ -383,27 +295,6 @@ fn tile_rows<'s, K: Kernels, const R: usize>(
 /// accumulators.
 const TILE_ROWS: usize = 6;
 
-/// Row `row` of `blocks` as f32, into `out`.
-pub fn dequantize_row(blocks: &BlockMatrix, row: usize, out: &mut [f32]) {
-    struct Work<'a> {
-        blocks: &'a BlockMatrix,
-        row: usize,
-        out: &'a mut [f32],
-    }
-    impl WithKernels for Work<'_> {
-        type Output = ();
-        #[inline(always)]
-        fn with<K: Kernels>(self, kernels: K) {
-            self.blocks.dequantize_row(kernels, self.row, self.out)
-        }
-    }
-    with_best_kernels(Work { blocks, row, out })
-}
-
-/// Up to this many tokens, block rows are multiplied straight from their quants; above it,
-/// each row is dequantized once and shared by the tokens (from two tokens on, the faster).
-const FUSED_MAX_TOKENS: usize = 1;
-
 /// Floats per vector of the widest kernels.
 const LANES: usize = 8;
 
@@ -411,49 +302,17 @@ impl WithKernels for RowsTimes<'_, '_> {
     type Output = ();
 
     #[inline(always)]
-    fn with<K: Kernels>(self, kernels: K) {
+    fn with<K: Kernels>(mut self, kernels: K) {
         let x = self.x;
-        if x.m > FUSED_MAX_TOKENS {
-            return if x.m > LANES {
-                self.broadcast_tiles(kernels)
-            } else {
-                self.paired_dots(kernels)
-            };
-        }
-        let Self {
-            weights,
-            rows,
-            mut out,
-            ..
-        } = self;
-        let cols = weights.cols();
-        match weights {
-            WeightRows::F32 { data, .. } => {
-                for (i, row) in rows.enumerate() {
-                    let w = &data[row * cols..][..cols];
-                    for (r, out) in out.iter_mut().enumerate() {
-                        out[i] = kernels.dot(x.row(r), w);
-                    }
-                }
+        match *self.weights {
+            WeightRows::Blocks(blocks) => self.block_groups(kernels, blocks),
+            WeightRows::F32 { data, cols } if x.m > LANES => {
+                self.broadcast_tiles(kernels, data, cols)
             }
-            WeightRows::Blocks(blocks) => {
-                let per_row = cols / BLOCK;
-                for (i, row) in rows.enumerate() {
-                    let (quants, scales, mins) = blocks.row(row);
-                    for (r, out) in out.iter_mut().enumerate() {
-                        let sums = &x.block_sums[r * per_row..][..per_row];
-                        out[i] = match blocks.kind {
-                            BlockKind::Q4_0 => {
-                                kernels.nibble_dot(quants, scales, x.row(r))
-                                    - 8.0 * kernels.dot(scales, sums)
-                            }
-                            BlockKind::Q4_1 => {
-                                kernels.nibble_dot(quants, scales, x.row(r))
-                                    + kernels.dot(mins, sums)
-                            }
-                            BlockKind::Q8_0 => kernels.byte_dot(quants, scales, x.row(r)),
-                        };
-                    }
+            WeightRows::F32 { data, cols } if x.m > 1 => self.paired_dots(kernels, data, cols),
+            WeightRows::F32 { data, cols } => {
+                for (i, row) in self.rows.clone().enumerate() {
+                    self.out[0][i] = kernels.dot(x.row(0), &data[row * cols..][..cols]);
                 }
             }
         }
@@ -489,6 +348,62 @@ pub trait Kernels: Copy {
             }
         }
     }
+    /// `out[t][r]`: the products of the eight rows of `group` with each of `x`, block by
+    /// block `acc = (d · dx) · Σ q·p + acc`, then `acc = m · Σx + acc` (both fused
+    /// multiply-adds), as the [`blocks`] module describes.
+    #[inline(always)]
+    fn group_products<const T: usize>(
+        self,
+        kind: BlockKind,
+        group: Group<'_>,
+        x: [TokenBlocks<'_>; T],
+    ) -> [[f32; GROUP_ROWS]; T] {
+        let bytes = kind.group_bytes();
+        let mut acc = [[0f32; GROUP_ROWS]; T];
+        for (b, quants) in group.quants.chunks_exact(bytes).enumerate() {
+            for (x, acc) in x.iter().zip(acc.iter_mut()) {
+                let pairs = &x.pairs[b * PAIRS..][..PAIRS];
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let mut sum = 0i32;
+                    for (v, &pair) in pairs.iter().enumerate() {
+                        let [first, second] = unpair(pair);
+                        sum += quant(kind, quants, r, 2 * v) * first
+                            + quant(kind, quants, r, 2 * v + 1) * second;
+                    }
+                    let scale = group.scales[b * GROUP_ROWS + r] * x.scales[b];
+                    *acc = scale.mul_add(sum as f32, *acc);
+                    if let Some(&m) = group.mins.get(b * GROUP_ROWS + r) {
+                        *acc = m.mul_add(x.sums[b], *acc);
+                    }
+                }
+            }
+        }
+        acc
+    }
+    /// One block of 32 activations quantized to 16 bits, round half to even, into `pairs` (16):
+    /// returns the scale `dx` and the block's sum (added lane by lane as eight lanes of four,
+    /// then the lanes as [`x86::Avx2`] sums a vector).
+    #[inline(always)]
+    fn quantize_block(self, x: &[f32], pairs: &mut [i32]) -> (f32, f32) {
+        let x = &x[..BLOCK];
+        let amax = x.iter().fold(0f32, |a, x| a.max(x.abs()));
+        let inverse = if amax > 0.0 {
+            ACTIVATION_MAX / amax
+        } else {
+            0.0
+        };
+        for (out, two) in pairs[..PAIRS].iter_mut().zip(x.chunks_exact(2)) {
+            let [first, second] = [two[0], two[1]].map(|x| (x * inverse).round_ties_even() as i16);
+            *out = pair(first, second);
+        }
+        let mut lanes = [0f32; LANES];
+        for (l, lane) in lanes.iter_mut().enumerate() {
+            *lane = ((x[l] + x[l + 8]) + x[l + 16]) + x[l + 24];
+        }
+        let sum = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
+            + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+        (amax / ACTIVATION_MAX, sum)
+    }
     /// `out = Σ_t weights[t] · values[t * stride..][..out.len()]`.
     #[inline(always)]
     fn weighted_rows(self, weights: &[f32], values: &[f32], stride: usize, out: &mut [f32]) {
@@ -498,17 +413,6 @@ pub trait Kernels: Copy {
             math::axpy(p, &values[t * stride..][..len], out);
         }
     }
-    /// `Σ_b scales[b] · (q_b · x_b)` over blocks of 32 unsigned 4-bit `q` (16 bytes, low
-    /// nibbles first).
-    fn nibble_dot(self, quants: &[u8], scales: &[f32], x: &[f32]) -> f32;
-    /// `Σ_b scales[b] · (q_b · x_b)` over blocks of 32 signed 8-bit `q`.
-    fn byte_dot(self, quants: &[u8], scales: &[f32], x: &[f32]) -> f32;
-    /// Blocks of `d * (q - 8)`, 4-bit `q`, low nibbles first.
-    fn dequantize_q4_0(self, quants: &[u8], scales: &[f32], out: &mut [f32]);
-    /// Blocks of `d * q + m`, 4-bit `q`, low nibbles first.
-    fn dequantize_q4_1(self, quants: &[u8], scales: &[f32], mins: &[f32], out: &mut [f32]);
-    /// Blocks of `d * q`, 8-bit signed `q`.
-    fn dequantize_q8_0(self, quants: &[u8], scales: &[f32], out: &mut [f32]);
 }
 
 /// Plain loops, for any CPU.
@@ -519,78 +423,6 @@ impl Kernels for Portable {
     #[inline(always)]
     fn dot(self, a: &[f32], b: &[f32]) -> f32 {
         math::dot(a, b)
-    }
-
-    #[inline(always)]
-    fn nibble_dot(self, quants: &[u8], scales: &[f32], x: &[f32]) -> f32 {
-        let mut total = 0f32;
-        for ((q, x), &d) in quants
-            .chunks_exact(16)
-            .zip(x.chunks_exact(BLOCK))
-            .zip(scales)
-        {
-            let mut sum = [0f32; 16];
-            for j in 0..16 {
-                sum[j] = (q[j] & 0x0F) as f32 * x[j] + (q[j] >> 4) as f32 * x[j + 16];
-            }
-            total += d * sum.iter().sum::<f32>();
-        }
-        total
-    }
-
-    #[inline(always)]
-    fn byte_dot(self, quants: &[u8], scales: &[f32], x: &[f32]) -> f32 {
-        let mut total = 0f32;
-        for ((q, x), &d) in quants
-            .chunks_exact(BLOCK)
-            .zip(x.chunks_exact(BLOCK))
-            .zip(scales)
-        {
-            let mut sum = [0f32; BLOCK];
-            for j in 0..BLOCK {
-                sum[j] = q[j] as i8 as f32 * x[j];
-            }
-            total += d * sum.iter().sum::<f32>();
-        }
-        total
-    }
-
-    #[inline(always)]
-    fn dequantize_q4_0(self, quants: &[u8], scales: &[f32], out: &mut [f32]) {
-        for ((out, q), &d) in out
-            .chunks_exact_mut(BLOCK)
-            .zip(quants.chunks_exact(16))
-            .zip(scales)
-        {
-            for j in 0..16 {
-                out[j] = ((q[j] & 0x0F) as i16 - 8) as f32 * d;
-                out[j + 16] = ((q[j] >> 4) as i16 - 8) as f32 * d;
-            }
-        }
-    }
-
-    #[inline(always)]
-    fn dequantize_q4_1(self, quants: &[u8], scales: &[f32], mins: &[f32], out: &mut [f32]) {
-        let blocks = out.chunks_exact_mut(BLOCK).zip(quants.chunks_exact(16));
-        for ((out, q), (&d, &m)) in blocks.zip(scales.iter().zip(mins)) {
-            for j in 0..16 {
-                out[j] = (q[j] & 0x0F) as f32 * d + m;
-                out[j + 16] = (q[j] >> 4) as f32 * d + m;
-            }
-        }
-    }
-
-    #[inline(always)]
-    fn dequantize_q8_0(self, quants: &[u8], scales: &[f32], out: &mut [f32]) {
-        for ((out, q), &d) in out
-            .chunks_exact_mut(BLOCK)
-            .zip(quants.chunks_exact(BLOCK))
-            .zip(scales)
-        {
-            for j in 0..BLOCK {
-                out[j] = q[j] as i8 as f32 * d;
-            }
-        }
     }
 }
 

@@ -1,6 +1,8 @@
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 
+use std::ops::Range;
+
 use super::*;
 
 /// A `[rows, cols]` weight quantized by candle to `dtype`, and the same dequantized by candle.
@@ -19,35 +21,59 @@ const TYPES: [GgmlDType; 3] = [GgmlDType::Q4_0, GgmlDType::Q4_1, GgmlDType::Q8_0
 
 #[test]
 fn rows_dequantize_exactly_as_candle_dequantizes() {
+    // 13 rows: a last group of five, padded to eight.
     for dtype in TYPES {
-        let (blocks, expected) = quantized(dtype, 5, 96);
-        for row in 0..5 {
+        let (blocks, expected) = quantized(dtype, 13, 96);
+        for row in 0..13 {
             let mut out = vec![0f32; 96];
-            dequantize_row(&blocks, row, &mut out);
+            blocks.dequantize_row(row, &mut out);
             assert_eq!(out, expected[row * 96..][..96], "{dtype:?} row {row}");
-            blocks.dequantize_row(Portable, row, &mut out);
-            assert_eq!(
-                out,
-                expected[row * 96..][..96],
-                "{dtype:?} row {row}, portable"
-            );
         }
     }
+}
+
+/// `tokens` activation rows of `cols` values, with an outlier in some blocks.
+fn activations(tokens: usize, cols: usize) -> Vec<f32> {
+    (0..tokens * cols)
+        .map(|i| match i % 97 {
+            0 => 40.0,
+            _ => (i % 17) as f32 / 8.0 - 1.0,
+        })
+        .collect()
+}
+
+/// The products on the best kernels of this CPU or the portable ones, `[token][row - first]`.
+fn products(
+    x: &Tokens<'_>,
+    weights: &WeightRows<'_>,
+    rows: Range<usize>,
+    portable: bool,
+) -> Vec<Vec<f32>> {
+    let mut out = vec![vec![f32::NAN; rows.len()]; x.m];
+    let call = RowsTimes {
+        x,
+        weights,
+        rows,
+        out: out.iter_mut().map(Vec::as_mut_slice).collect(),
+    };
+    if portable {
+        call.with(Portable)
+    } else {
+        call.run()
+    }
+    out
 }
 
 #[test]
 fn products_match_plain_dot_products_for_every_row_and_token() {
     let (rows, cols) = (37, 160);
-    // Rows 2..37: a task that does not start at the first row, with an odd count.
-    const FIRST: usize = 2;
-    // One token (multiplied straight from the quants); up to eight (rows dequantized first,
-    // dot products four, two and one tokens at a time); more (weights broadcast
+    // Rows 8..37: a task that does not start at the first row, ending in a part of a group.
+    const FIRST: usize = 8;
+    // Block weights: tiles of six, four, two and one tokens. f32 weights: one token; up to
+    // eight (dot products four, two and one tokens at a time); more (weights broadcast
     // against groups of sixteen tokens, the last group one vector or two).
-    for tokens in [1, 2, 3, 6, 8, 9, 16, 17, 25, 32] {
-        let x: Vec<f32> = (0..tokens * cols)
-            .map(|i| (i % 17) as f32 / 8.0 - 1.0)
-            .collect();
-        let x_tokens = Tokens::new(&x, tokens);
+    for tokens in [1, 2, 3, 5, 6, 8, 9, 16, 17, 25, 32] {
+        let x = activations(tokens, cols);
         for dtype in TYPES {
             let (blocks, dense) = quantized(dtype, rows, cols);
             for weights in [
@@ -55,33 +81,25 @@ fn products_match_plain_dot_products_for_every_row_and_token() {
                 WeightRows::F32 { data: &dense, cols },
             ] {
                 assert_eq!(weights.rows(), rows);
-                // On the best kernels of this CPU and on the portable ones.
-                let products = |portable: bool| {
-                    let mut out = vec![vec![f32::NAN; rows - FIRST]; tokens];
-                    let call = RowsTimes {
-                        x: &x_tokens,
-                        weights: &weights,
-                        rows: FIRST..rows,
-                        out: out.iter_mut().map(Vec::as_mut_slice).collect(),
-                        scratch: &mut Vec::new(),
-                    };
-                    if portable {
-                        call.with(Portable)
-                    } else {
-                        call.run()
-                    }
-                    out
-                };
-                let (best, portable) = (products(false), products(true));
+                let x_tokens = Tokens::new(&x, tokens, std::slice::from_ref(&weights));
+                let best = products(&x_tokens, &weights, FIRST..rows, false);
+                let portable = products(&x_tokens, &weights, FIRST..rows, true);
+                let blocks = matches!(weights, WeightRows::Blocks(_));
+                if blocks {
+                    // Exact integer sums, and the same float steps in the same order.
+                    assert_eq!(best, portable, "{dtype:?}, {tokens} tokens");
+                }
                 for row in FIRST..rows {
                     for token in 0..tokens {
-                        let want: f32 = (0..cols)
-                            .map(|c| x[token * cols + c] * dense[row * cols + c])
-                            .sum();
+                        let x = &x[token * cols..][..cols];
+                        let w = &dense[row * cols..][..cols];
+                        let want = dot64(w, x);
+                        let bound = if blocks { rounding_bound(w, x) } else { 0.0 };
+                        let scale: f64 = w.iter().zip(x).map(|(w, x)| (w * x).abs() as f64).sum();
                         for (kernels, out) in [("best", &best), ("portable", &portable)] {
-                            let got = out[token][row - FIRST];
+                            let got = out[token][row - FIRST] as f64;
                             assert!(
-                                (got - want).abs() <= 1e-4 * want.abs().max(1.0),
+                                (got - want).abs() <= bound + 1e-5 * scale.max(1.0),
                                 "{dtype:?} {kernels} row {row} token {token} of {tokens}: \
                                  {got} != {want}"
                             );
@@ -89,6 +107,44 @@ fn products_match_plain_dot_products_for_every_row_and_token() {
                     }
                 }
             }
+        }
+    }
+}
+
+fn dot64(w: &[f32], x: &[f32]) -> f64 {
+    w.iter().zip(x).map(|(&w, &x)| w as f64 * x as f64).sum()
+}
+
+/// The most that rounding `x` per block of 32 to 16 bits can move `w · x`: each value moves
+/// by at most half a step, and multiplies `d·q`, at most `|w|` plus the block's largest `|w|`
+/// (the minimum is multiplied with the exact sum of the block).
+fn rounding_bound(w: &[f32], x: &[f32]) -> f64 {
+    let mut bound = 0f64;
+    for (w, x) in w.chunks(BLOCK).zip(x.chunks(BLOCK)) {
+        let step = x.iter().fold(0f32, |a, x| a.max(x.abs())) as f64 / 32767.0;
+        let wmax = w.iter().fold(0f32, |a, w| a.max(w.abs())) as f64;
+        bound += w
+            .iter()
+            .map(|&w| (w.abs() as f64 + wmax) * step / 2.0)
+            .sum::<f64>();
+    }
+    bound
+}
+
+#[test]
+fn a_tokens_block_products_do_not_depend_on_the_others_in_the_call() {
+    let (rows, cols) = (24, 96);
+    for dtype in TYPES {
+        let (blocks, _) = quantized(dtype, rows, cols);
+        let weights = WeightRows::Blocks(&blocks);
+        let x = activations(13, cols);
+        let all = Tokens::new(&x, 13, std::slice::from_ref(&weights));
+        let together = products(&all, &weights, 0..rows, false);
+        for token in 0..13 {
+            let one = &x[token * cols..][..cols];
+            let alone = Tokens::new(one, 1, std::slice::from_ref(&weights));
+            let alone = products(&alone, &weights, 0..rows, false);
+            assert_eq!(alone[0], together[token], "{dtype:?} token {token}");
         }
     }
 }
@@ -144,6 +200,50 @@ fn weighted_rows_match_on_every_kernel_set() {
             let mut out = vec![f32::NAN; d];
             avx2.run(|| avx2.weighted_rows(&weights, &values, stride, &mut out));
             assert!(close(&out), "d {d}, AVX2: {out:?} != {want:?}");
+        }
+    }
+}
+
+#[test]
+fn activations_quantize_alike_on_every_kernel_set() {
+    let blocks: Vec<Vec<f32>> = vec![
+        vec![0.0; BLOCK],
+        (0..BLOCK).map(|i| i as f32 - 15.5).collect(),
+        // A step of exactly 1, and values halfway between steps (rounded to even).
+        (0..BLOCK)
+            .map(|i| match i {
+                0 => 32767.0,
+                _ => (i as f32 + 0.5) * if i % 2 == 0 { 1.0 } else { -1.0 },
+            })
+            .collect(),
+        activations(1, BLOCK),
+    ];
+    for x in &blocks {
+        let mut want = [0i32; PAIRS];
+        let (scale, sum) = Portable.quantize_block(x, &mut want);
+        let amax = x.iter().fold(0f32, |a, x| a.max(x.abs()));
+        assert_eq!(scale, amax / 32767.0);
+        assert!(
+            (sum - x.iter().sum::<f32>()).abs() <= 1e-4 * x.iter().map(|x| x.abs()).sum::<f32>()
+        );
+        for (i, &pair) in want.iter().enumerate() {
+            for (j, value) in unpair(pair).into_iter().enumerate() {
+                let exact = if amax > 0.0 {
+                    x[2 * i + j] / amax * 32767.0
+                } else {
+                    0.0
+                };
+                assert!(
+                    (value as f32 - exact).abs() <= 0.5 + 1e-3,
+                    "{value} for {exact}"
+                );
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let Some(avx2) = x86::Avx2::new() {
+            let mut got = [0i32; PAIRS];
+            let (got_scale, got_sum) = avx2.run(|| avx2.quantize_block(x, &mut got));
+            assert_eq!((got, got_scale, got_sum), (want, scale, sum));
         }
     }
 }

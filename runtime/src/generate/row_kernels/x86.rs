@@ -1,11 +1,11 @@
 //! The row kernels in AVX2 and FMA instructions, through pulp's safe intrinsics.
 
-use std::arch::x86_64::{__m128i, __m256};
+use std::arch::x86_64::{__m256, __m256i};
 
 use pulp::bytemuck::cast;
 use pulp::x86::V3;
 
-use super::{Kernels, BLOCK, LANES};
+use super::{BlockKind, Group, Kernels, TokenBlocks, ACTIVATION_MAX, GROUP_ROWS, LANES, PAIRS};
 
 /// The kernels on a CPU with AVX2 and FMA.
 #[derive(Clone, Copy)]
@@ -35,16 +35,6 @@ impl Avx2 {
         out[..8].copy_from_slice(&value);
     }
 
-    /// 8 signed bytes widened to f32.
-    #[inline(always)]
-    fn bytes(self, quants: &[u8]) -> __m256 {
-        let simd = self.0;
-        let bytes: [u8; 8] = quants[..8].try_into().expect("8 bytes");
-        let bytes: __m128i = cast([u64::from_le_bytes(bytes), 0]);
-        simd.avx
-            ._mm256_cvtepi32_ps(simd.avx2._mm256_cvtepi8_epi32(bytes))
-    }
-
     /// The sum of a vector's lanes, in a fixed order.
     #[inline(always)]
     fn sum(self, value: __m256) -> f32 {
@@ -53,28 +43,87 @@ impl Avx2 {
             + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]))
     }
 
-    /// The 4-bit values of a block's 16 bytes, widened to f32: 4 vectors of 8, low nibbles
-    /// first.
+    /// `group_products` for one kind of block: nibbles (unsigned 4-bit) or signed bytes.
     #[inline(always)]
-    fn nibbles(self, quants: &[u8]) -> [__m256; 4] {
+    fn block_products<const T: usize, const NIBBLES: bool>(
+        self,
+        group: Group<'_>,
+        x: [TokenBlocks<'_>; T],
+    ) -> [[f32; GROUP_ROWS]; T] {
         let simd = self.0;
-        let bytes: [u8; 16] = quants[..16].try_into().expect("16 bytes");
-        let bytes: __m128i = cast(bytes);
-        let mask = simd.sse2._mm_set1_epi8(0x0F);
-        let low = simd.sse2._mm_and_si128(bytes, mask);
-        let high = simd
-            .sse2
-            ._mm_and_si128(simd.sse2._mm_srli_epi16::<4>(bytes), mask);
-        let widen = |eight: __m128i| {
-            simd.avx
-                ._mm256_cvtepi32_ps(simd.avx2._mm256_cvtepu8_epi32(eight))
+        let kind = if NIBBLES {
+            BlockKind::Nibbles
+        } else {
+            BlockKind::Bytes
         };
-        [
-            widen(low),
-            widen(simd.sse2._mm_srli_si128::<8>(low)),
-            widen(high),
-            widen(simd.sse2._mm_srli_si128::<8>(high)),
-        ]
+        let bytes = kind.group_bytes();
+        let mask = simd.avx._mm256_set1_epi8(0x0F);
+        let zero = simd.avx._mm256_setzero_si256();
+        let has_mins = !group.mins.is_empty();
+        let mut acc = [simd.avx._mm256_setzero_ps(); T];
+        for (b, quants) in group.quants.chunks_exact(bytes).enumerate() {
+            let mut pairs: [&[i32; PAIRS]; T] = [&[0; PAIRS]; T];
+            for t in 0..T {
+                pairs[t] = x[t].pairs[b * PAIRS..][..PAIRS]
+                    .try_into()
+                    .expect("a block of pairs");
+            }
+            let mut sums = [zero; T];
+            let chunks = if NIBBLES { 4 } else { 8 };
+            for c in 0..chunks {
+                let chunk: [u8; 32] = quants[c * 32..][..32].try_into().expect("32 bytes");
+                let raw: __m256i = cast(chunk);
+                // Each vector: sixteen 16-bit quants, a pair of weights of each of 8 rows.
+                let (vectors, count) = if NIBBLES {
+                    let low = simd.avx2._mm256_and_si256(raw, mask);
+                    let high = simd
+                        .avx2
+                        ._mm256_and_si256(simd.avx2._mm256_srli_epi16::<4>(raw), mask);
+                    let vectors = [
+                        simd.avx2._mm256_unpacklo_epi8(low, zero),
+                        simd.avx2._mm256_unpackhi_epi8(low, zero),
+                        simd.avx2._mm256_unpacklo_epi8(high, zero),
+                        simd.avx2._mm256_unpackhi_epi8(high, zero),
+                    ];
+                    (vectors, 4)
+                } else {
+                    let sign = simd.avx2._mm256_cmpgt_epi8(zero, raw);
+                    let low = simd.avx2._mm256_unpacklo_epi8(raw, sign);
+                    let high = simd.avx2._mm256_unpackhi_epi8(raw, sign);
+                    ([low, high, zero, zero], 2)
+                };
+                for (q, &vector) in vectors.iter().enumerate().take(count) {
+                    let v = c * count + q;
+                    for t in 0..T {
+                        let pair = simd.avx._mm256_set1_epi32(pairs[t][v]);
+                        let two = simd.avx2._mm256_madd_epi16(vector, pair);
+                        sums[t] = simd.avx2._mm256_add_epi32(sums[t], two);
+                    }
+                }
+            }
+            let d = self.load(&group.scales[b * GROUP_ROWS..]);
+            let m = if has_mins {
+                self.load(&group.mins[b * GROUP_ROWS..])
+            } else {
+                simd.avx._mm256_setzero_ps()
+            };
+            for t in 0..T {
+                let scale = simd
+                    .avx
+                    ._mm256_mul_ps(d, simd.avx._mm256_set1_ps(x[t].scales[b]));
+                let sum = simd.avx._mm256_cvtepi32_ps(sums[t]);
+                acc[t] = simd.fma._mm256_fmadd_ps(scale, sum, acc[t]);
+                if has_mins {
+                    let sum_x = simd.avx._mm256_set1_ps(x[t].sums[b]);
+                    acc[t] = simd.fma._mm256_fmadd_ps(m, sum_x, acc[t]);
+                }
+            }
+        }
+        let mut out = [[0f32; GROUP_ROWS]; T];
+        for t in 0..T {
+            out[t] = cast(acc[t]);
+        }
+        out
     }
 }
 
@@ -198,87 +247,57 @@ impl Kernels for Avx2 {
     }
 
     #[inline(always)]
-    fn nibble_dot(self, quants: &[u8], scales: &[f32], x: &[f32]) -> f32 {
+    fn quantize_block(self, x: &[f32], pairs: &mut [i32]) -> (f32, f32) {
         let simd = self.0;
-        let mut acc = [simd.avx._mm256_setzero_ps(); 2];
-        let blocks = quants.chunks_exact(16).zip(x.chunks_exact(BLOCK));
-        for ((q, x), &d) in blocks.zip(scales) {
-            let q = self.nibbles(q);
-            let d = simd.avx._mm256_set1_ps(d);
-            for (half, acc) in acc.iter_mut().enumerate() {
-                // Values j and j + 16 of the block: one low and one high nibble per byte.
-                let low = simd.avx._mm256_mul_ps(q[half], self.load(&x[half * 8..]));
-                let sum =
-                    simd.fma
-                        ._mm256_fmadd_ps(q[half + 2], self.load(&x[16 + half * 8..]), low);
-                *acc = simd.fma._mm256_fmadd_ps(sum, d, *acc);
+        let x = &x[..32];
+        let values = [0, 8, 16, 24].map(|at| self.load(&x[at..]));
+        let sign = simd.avx._mm256_set1_ps(-0.0);
+        let mut amax = simd.avx._mm256_setzero_ps();
+        let mut sum = values[0];
+        for (i, &v) in values.iter().enumerate() {
+            amax = simd
+                .avx
+                ._mm256_max_ps(amax, simd.avx._mm256_andnot_ps(sign, v));
+            if i > 0 {
+                sum = simd.avx._mm256_add_ps(sum, v);
             }
         }
-        self.sum(simd.avx._mm256_add_ps(acc[0], acc[1]))
+        let lanes: [f32; 8] = cast(amax);
+        let amax = lanes.iter().fold(0f32, |a, &x| a.max(x));
+        let inverse = if amax > 0.0 {
+            ACTIVATION_MAX / amax
+        } else {
+            0.0
+        };
+        let inverse = simd.avx._mm256_set1_ps(inverse);
+        // Rounded to nearest even (the default rounding mode), then packed to 16 bits with
+        // saturation; packing works per 128-bit lane, so the 64-bit quarters are put back in
+        // order.
+        let rounded = values.map(|v| {
+            simd.avx
+                ._mm256_cvtps_epi32(simd.avx._mm256_mul_ps(v, inverse))
+        });
+        for half in 0..2 {
+            let packed = simd
+                .avx2
+                ._mm256_packs_epi32(rounded[2 * half], rounded[2 * half + 1]);
+            let ordered = simd.avx2._mm256_permute4x64_epi64::<0b11_01_10_00>(packed);
+            let ordered: [i32; 8] = cast(ordered);
+            pairs[half * 8..][..8].copy_from_slice(&ordered);
+        }
+        (amax / ACTIVATION_MAX, self.sum(sum))
     }
 
     #[inline(always)]
-    fn byte_dot(self, quants: &[u8], scales: &[f32], x: &[f32]) -> f32 {
-        let simd = self.0;
-        let mut acc = simd.avx._mm256_setzero_ps();
-        let blocks = quants.chunks_exact(BLOCK).zip(x.chunks_exact(BLOCK));
-        for ((q, x), &d) in blocks.zip(scales) {
-            let mut sum = simd.avx._mm256_setzero_ps();
-            for i in 0..4 {
-                let q = self.bytes(&q[i * 8..]);
-                sum = simd.fma._mm256_fmadd_ps(q, self.load(&x[i * 8..]), sum);
-            }
-            acc = simd
-                .fma
-                ._mm256_fmadd_ps(sum, simd.avx._mm256_set1_ps(d), acc);
-        }
-        self.sum(acc)
-    }
-
-    #[inline(always)]
-    fn dequantize_q4_0(self, quants: &[u8], scales: &[f32], out: &mut [f32]) {
-        let simd = self.0;
-        let eight = simd.avx._mm256_set1_ps(8.0);
-        for ((out, q), &d) in out
-            .chunks_exact_mut(BLOCK)
-            .zip(quants.chunks_exact(16))
-            .zip(scales)
-        {
-            let d = simd.avx._mm256_set1_ps(d);
-            for (i, q) in self.nibbles(q).into_iter().enumerate() {
-                let value = simd.avx._mm256_mul_ps(simd.avx._mm256_sub_ps(q, eight), d);
-                self.store(value, &mut out[i * 8..]);
-            }
-        }
-    }
-
-    #[inline(always)]
-    fn dequantize_q4_1(self, quants: &[u8], scales: &[f32], mins: &[f32], out: &mut [f32]) {
-        let simd = self.0;
-        let blocks = out.chunks_exact_mut(BLOCK).zip(quants.chunks_exact(16));
-        for ((out, q), (&d, &m)) in blocks.zip(scales.iter().zip(mins)) {
-            let (d, m) = (simd.avx._mm256_set1_ps(d), simd.avx._mm256_set1_ps(m));
-            for (i, q) in self.nibbles(q).into_iter().enumerate() {
-                // Multiply, then add: rounded as candle's dequantize rounds, not fused.
-                let value = simd.avx._mm256_add_ps(simd.avx._mm256_mul_ps(q, d), m);
-                self.store(value, &mut out[i * 8..]);
-            }
-        }
-    }
-
-    #[inline(always)]
-    fn dequantize_q8_0(self, quants: &[u8], scales: &[f32], out: &mut [f32]) {
-        let simd = self.0;
-        for ((out, q), &d) in out
-            .chunks_exact_mut(BLOCK)
-            .zip(quants.chunks_exact(BLOCK))
-            .zip(scales)
-        {
-            let d = simd.avx._mm256_set1_ps(d);
-            for i in 0..4 {
-                let q = self.bytes(&q[i * 8..]);
-                self.store(simd.avx._mm256_mul_ps(q, d), &mut out[i * 8..]);
-            }
+    fn group_products<const T: usize>(
+        self,
+        kind: BlockKind,
+        group: Group<'_>,
+        x: [TokenBlocks<'_>; T],
+    ) -> [[f32; GROUP_ROWS]; T] {
+        match kind {
+            BlockKind::Nibbles => self.block_products::<T, true>(group, x),
+            BlockKind::Bytes => self.block_products::<T, false>(group, x),
         }
     }
 }
