@@ -250,7 +250,10 @@ impl Kernels for Avx2 {
     fn quantize_block(self, x: &[f32], pairs: &mut [i32]) -> (f32, f32) {
         let simd = self.0;
         let x = &x[..32];
-        let values = [0, 8, 16, 24].map(|at| self.load(&x[at..]));
+        let mut values = [simd.avx._mm256_setzero_ps(); 4];
+        for (i, value) in values.iter_mut().enumerate() {
+            *value = self.load(&x[i * 8..]);
+        }
         let sign = simd.avx._mm256_set1_ps(-0.0);
         let mut amax = simd.avx._mm256_setzero_ps();
         let mut sum = values[0];
@@ -273,10 +276,12 @@ impl Kernels for Avx2 {
         // Rounded to nearest even (the default rounding mode), then packed to 16 bits with
         // saturation; packing works per 128-bit lane, so the 64-bit quarters are put back in
         // order.
-        let rounded = values.map(|v| {
-            simd.avx
-                ._mm256_cvtps_epi32(simd.avx._mm256_mul_ps(v, inverse))
-        });
+        let mut rounded = [simd.avx._mm256_setzero_si256(); 4];
+        for (rounded, &value) in rounded.iter_mut().zip(&values) {
+            *rounded = simd
+                .avx
+                ._mm256_cvtps_epi32(simd.avx._mm256_mul_ps(value, inverse));
+        }
         for half in 0..2 {
             let packed = simd
                 .avx2
