@@ -26,15 +26,17 @@ pub struct SequenceRows {
     pub values: Tensor,
 }
 
-/// Attention output `[tokens, heads * head_dim]` for the step's scaled queries `q` (`[heads,
-/// tokens, head_dim]`), the tokens of `sequences` in order; each token sees its sequence's
-/// cache up to its own position.
+/// Attention output `[tokens, heads * head_dim]` for the step's rotated and scaled queries `q`
+/// (`[tokens, heads * head_dim]`), the tokens of `sequences` in order; each token sees its
+/// sequence's cache up to its own position.
 pub fn cpu_attention(
     q: &Tensor,
     sequences: &[SequenceRows],
+    heads: usize,
     kv_heads: usize,
 ) -> anyhow::Result<Tensor> {
-    let (heads, tokens, d) = q.dims3()?;
+    let (tokens, width) = q.dims2()?;
+    let d = width / heads;
     let q = q.contiguous()?;
     let (q_storage, q_layout) = q.storage_and_layout();
     let q_data = &cpu_slice(&q_storage)?[q_layout.start_offset()..];
@@ -71,7 +73,7 @@ pub fn cpu_attention(
             let (token, seen, keys, values) = rows[task / heads];
             let head = task % heads;
             with_best_kernels(Head {
-                query: &q_data[(head * tokens + token) * d..][..d],
+                query: &q_data[(token * heads + head) * d..][..d],
                 kv: head / group,
                 kv_heads,
                 seen,
@@ -86,6 +88,60 @@ pub fn cpu_attention(
         (rows.len(), heads * d),
         &Device::Cpu,
     )?)
+}
+
+/// Rotary position embedding on the CPU, for rows `[tokens, heads * head_dim]` whose token `t`
+/// is at the position of row `t` of `cos` and `sin` (`[tokens, head_dim / 2]`).
+pub struct Rope<'a> {
+    pub cos: &'a Tensor,
+    pub sin: &'a Tensor,
+    /// Pairs `(2i, 2i + 1)` (GGUF files), else `(i, i + head_dim / 2)` (Hugging Face).
+    pub interleaved: bool,
+    pub head_dim: usize,
+}
+
+/// Tokens per parallel task of [`Rope::rotate`].
+const ROPE_TOKENS: usize = 32;
+
+impl Rope<'_> {
+    /// `x` rotated, each value then multiplied by `scale`, in the same layout: what candle's
+    /// `rope` / `rope_i` compute, without the transposes to `[heads, tokens, head_dim]`.
+    pub fn rotate(&self, x: &Tensor, scale: f32) -> anyhow::Result<Tensor> {
+        let (tokens, width) = x.dims2()?;
+        let (d, half) = (self.head_dim, self.head_dim / 2);
+        let (cos, sin) = (self.cos.contiguous()?, self.sin.contiguous()?);
+        let x = x.contiguous()?;
+        let (x_storage, x_layout) = x.storage_and_layout();
+        let (cos_storage, cos_layout) = cos.storage_and_layout();
+        let (sin_storage, sin_layout) = sin.storage_and_layout();
+        let x = &cpu_slice(&x_storage)?[x_layout.start_offset()..][..tokens * width];
+        let cos = &cpu_slice(&cos_storage)?[cos_layout.start_offset()..][..tokens * half];
+        let sin = &cpu_slice(&sin_storage)?[sin_layout.start_offset()..][..tokens * half];
+        let mut out = vec![0f32; tokens * width];
+        let interleaved = self.interleaved;
+        out.par_chunks_mut(width * ROPE_TOKENS)
+            .enumerate()
+            .for_each(|(task, out)| {
+                let first = task * ROPE_TOKENS;
+                for (t, out) in out.chunks_exact_mut(width).enumerate() {
+                    let token = first + t;
+                    let (cos, sin) = (&cos[token * half..][..half], &sin[token * half..][..half]);
+                    let x = &x[token * width..][..width];
+                    for (x, out) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+                        for i in 0..half {
+                            let (a, b) = if interleaved {
+                                (2 * i, 2 * i + 1)
+                            } else {
+                                (i, i + half)
+                            };
+                            out[a] = (x[a] * cos[i] - x[b] * sin[i]) * scale;
+                            out[b] = (x[a] * sin[i] + x[b] * cos[i]) * scale;
+                        }
+                    }
+                }
+            });
+        Ok(Tensor::from_vec(out, (tokens, width), &Device::Cpu)?)
+    }
 }
 
 /// One query head against its KV head in one sequence's cache.
@@ -123,8 +179,10 @@ impl WithKernels for Head<'_> {
 mod tests {
     use super::*;
 
+    const HEADS: usize = 6;
+
     /// One token's attention with candle ops, as the GPU path computes it: the query in
-    /// column `token`, seeing the first `seen` cache rows.
+    /// row `token`, seeing the first `seen` cache rows.
     fn reference(
         q: &Tensor,
         token: usize,
@@ -132,10 +190,10 @@ mod tests {
         sequence: &SequenceRows,
         kv_heads: usize,
     ) -> Tensor {
-        let (heads, _, d) = q.dims3().unwrap();
-        let group = heads / kv_heads;
+        let d = q.dim(1).unwrap() / HEADS;
+        let group = HEADS / kv_heads;
         let q = q
-            .narrow(1, token, 1)
+            .narrow(0, token, 1)
             .unwrap()
             .reshape((kv_heads, group, d))
             .unwrap();
@@ -156,7 +214,7 @@ mod tests {
         probs
             .matmul(&values.contiguous().unwrap())
             .unwrap()
-            .reshape((1, heads * d))
+            .reshape((1, HEADS * d))
             .unwrap()
     }
 
@@ -179,7 +237,7 @@ mod tests {
 
     #[test]
     fn matches_candle_ops_for_decoding_tokens_and_prompt_chunks() {
-        let (heads, kv_heads, d) = (6, 2, 8);
+        let (heads, kv_heads, d) = (HEADS, 2, 8);
         // A decoding token with 4 tokens cached, a first chunk of 3, a token with nothing
         // before it, and a chunk of 5 after 12 cached tokens.
         let sequences = [
@@ -189,8 +247,8 @@ mod tests {
             sequence(5, 5, 12, kv_heads, d),
         ];
         let tokens = 10;
-        let q = Tensor::randn(0f32, 1.0, (heads, tokens, d), &Device::Cpu).unwrap();
-        let got = cpu_attention(&q, &sequences, kv_heads).unwrap();
+        let q = Tensor::randn(0f32, 1.0, (tokens, heads * d), &Device::Cpu).unwrap();
+        let got = cpu_attention(&q, &sequences, heads, kv_heads).unwrap();
         for sequence in &sequences {
             for i in 0..sequence.len {
                 let token = sequence.offset + i;
@@ -212,10 +270,10 @@ mod tests {
 
     #[test]
     fn a_chunk_gets_what_its_tokens_get_one_at_a_time() {
-        let (heads, kv_heads, d) = (6, 2, 8);
+        let (heads, kv_heads, d) = (HEADS, 2, 8);
         let chunk = sequence(0, 7, 3, kv_heads, d);
-        let q = Tensor::randn(0f32, 1.0, (heads, 7, d), &Device::Cpu).unwrap();
-        let whole = cpu_attention(&q, std::slice::from_ref(&chunk), kv_heads).unwrap();
+        let q = Tensor::randn(0f32, 1.0, (7, heads * d), &Device::Cpu).unwrap();
+        let whole = cpu_attention(&q, std::slice::from_ref(&chunk), heads, kv_heads).unwrap();
         for i in 0..7 {
             let seen = chunk.start + i + 1;
             let one = SequenceRows {
@@ -225,13 +283,61 @@ mod tests {
                 keys: chunk.keys.narrow(0, 0, seen).unwrap(),
                 values: chunk.values.narrow(0, 0, seen).unwrap(),
             };
-            let q = q.narrow(1, i, 1).unwrap();
-            let alone = cpu_attention(&q, &[one], kv_heads).unwrap();
+            let q = q.narrow(0, i, 1).unwrap();
+            let alone = cpu_attention(&q, &[one], heads, kv_heads).unwrap();
             assert_eq!(
                 alone.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
                 whole.get(i).unwrap().to_vec1::<f32>().unwrap(),
                 "token {i}"
             );
+        }
+    }
+
+    #[test]
+    fn rope_matches_candle_in_both_layouts() {
+        let (tokens, heads, d) = (5, 3, 8);
+        let x = Tensor::randn(0f32, 1.0, (tokens, heads * d), &Device::Cpu).unwrap();
+        let cos = Tensor::randn(0f32, 1.0, (tokens, d / 2), &Device::Cpu).unwrap();
+        let sin = Tensor::randn(0f32, 1.0, (tokens, d / 2), &Device::Cpu).unwrap();
+        for interleaved in [true, false] {
+            let rope = Rope {
+                cos: &cos,
+                sin: &sin,
+                interleaved,
+                head_dim: d,
+            };
+            let got = rope.rotate(&x, 0.5).unwrap();
+            // candle's: `[1, heads, tokens, d]`.
+            let t = x
+                .reshape((tokens, heads, d))
+                .unwrap()
+                .transpose(0, 1)
+                .unwrap()
+                .contiguous()
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap();
+            let want = if interleaved {
+                candle_nn::rotary_emb::rope_i(&t, &cos, &sin)
+            } else {
+                candle_nn::rotary_emb::rope(&t, &cos, &sin)
+            }
+            .unwrap();
+            let want = (want.squeeze(0).unwrap().transpose(0, 1).unwrap() * 0.5)
+                .unwrap()
+                .reshape((tokens, heads * d))
+                .unwrap();
+            let diff = (got - want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(diff < 1e-6, "interleaved {interleaved}: {diff}");
         }
     }
 }

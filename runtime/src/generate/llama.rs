@@ -10,10 +10,12 @@
 
 use candle_core::quantized::{gguf_file, QTensor};
 use candle_core::{DType, Device, Tensor, D};
+use rayon::prelude::*;
 
-use super::cpu_attention::{cpu_attention, SequenceRows};
+use super::cpu_attention::{cpu_attention, Rope, SequenceRows};
 use super::kv_cache::SeqCache;
-use super::linear::Linear;
+use super::linear::{cpu_slice, Linear};
+use crate::model::math;
 
 /// The shape of the network, from the file's metadata.
 #[derive(Debug, Clone, PartialEq)]
@@ -249,7 +251,7 @@ impl Llama {
             let [gate, up]: [Tensor; 2] = Linear::forward_all(&[&layer.gate, &layer.up], &h)?
                 .try_into()
                 .expect("two outputs");
-            let gated = (candle_nn::ops::silu(&gate)? * up)?;
+            let gated = silu_times(&gate, &up)?;
             x = (x + layer.down.forward(&gated)?)?;
         }
         // The rows that need logits, gathered so the output projection (the largest matrix)
@@ -296,6 +298,47 @@ impl Llama {
     ) -> anyhow::Result<Tensor> {
         let c = &self.config;
         let total = h.dim(0)?;
+        let scale = 1.0 / (c.head_dim as f64).sqrt();
+        let [q, k, v]: [Tensor; 3] = Linear::forward_all(&[&layer.q, &layer.k, &layer.v], h)?
+            .try_into()
+            .expect("three outputs");
+        let append = |chunks: &mut [Chunk<'_>], k: &Tensor, v: &Tensor| {
+            let mut caches = Vec::with_capacity(chunks.len());
+            for (chunk, &(offset, len, _)) in chunks.iter_mut().zip(spans) {
+                caches.push(chunk.cache.append(
+                    index,
+                    &k.narrow(0, offset, len)?,
+                    &v.narrow(0, offset, len)?,
+                )?);
+            }
+            anyhow::Ok(caches)
+        };
+        if self.device.is_cpu() {
+            // Token-major throughout, `[tokens, heads, d]`: no transposes.
+            let rope = Rope {
+                cos,
+                sin,
+                interleaved: c.rope_interleaved,
+                head_dim: c.head_dim,
+            };
+            let q = rope.rotate(&q, scale as f32)?;
+            let k = rope
+                .rotate(&k, 1.0)?
+                .reshape((total, c.kv_heads, c.head_dim))?;
+            let v = v.reshape((total, c.kv_heads, c.head_dim))?;
+            let sequences: Vec<SequenceRows> = spans
+                .iter()
+                .zip(append(chunks, &k, &v)?)
+                .map(|(&(offset, len, start), (keys, values))| SequenceRows {
+                    offset,
+                    len,
+                    start,
+                    keys,
+                    values,
+                })
+                .collect();
+            return cpu_attention(&q, &sequences, c.heads, c.kv_heads);
+        }
         let heads = |t: Tensor, n: usize| -> candle_core::Result<Tensor> {
             // [tokens, n * d] -> [1, n, tokens, d], rotated at each token's own position.
             let t = t
@@ -308,10 +351,6 @@ impl Llama {
                 candle_nn::rotary_emb::rope(&t.unsqueeze(0)?, cos, sin)
             }
         };
-        let scale = 1.0 / (c.head_dim as f64).sqrt();
-        let [q, k, v]: [Tensor; 3] = Linear::forward_all(&[&layer.q, &layer.k, &layer.v], h)?
-            .try_into()
-            .expect("three outputs");
         let q = (heads(q, c.heads)?.squeeze(0)? * scale)?;
         // Keys and values token-major, `[tokens, kv_heads, d]`, so that each sequence's share is
         // a contiguous slice its cache can take without a copy.
@@ -321,28 +360,7 @@ impl Llama {
             .contiguous()?;
         let v = v.reshape((total, c.kv_heads, c.head_dim))?;
         let group = c.heads / c.kv_heads;
-        let mut caches = Vec::with_capacity(chunks.len());
-        for (chunk, &(offset, len, _)) in chunks.iter_mut().zip(spans) {
-            caches.push(chunk.cache.append(
-                index,
-                &k.narrow(0, offset, len)?,
-                &v.narrow(0, offset, len)?,
-            )?);
-        }
-        if self.device.is_cpu() {
-            let sequences: Vec<SequenceRows> = spans
-                .iter()
-                .zip(caches)
-                .map(|(&(offset, len, start), (keys, values))| SequenceRows {
-                    offset,
-                    len,
-                    start,
-                    keys,
-                    values,
-                })
-                .collect();
-            return cpu_attention(&q, &sequences, c.kv_heads);
-        }
+        let caches = append(chunks, &k, &v)?;
         let mut outputs = Vec::with_capacity(chunks.len());
         for (&(offset, len, start), (keys, values)) in spans.iter().zip(caches) {
             let (keys, values) = (keys.transpose(0, 1)?, values.transpose(0, 1)?);
@@ -372,6 +390,32 @@ impl Llama {
         }
         Ok(Tensor::cat(&outputs, 0)?)
     }
+}
+
+/// Values per parallel task of [`silu_times`].
+const SILU_CHUNK: usize = 8192;
+
+/// `silu(gate) * up`: on the CPU one parallel pass, instead of candle's two passes (whose `exp`
+/// is a libm call per value).
+fn silu_times(gate: &Tensor, up: &Tensor) -> anyhow::Result<Tensor> {
+    if !gate.device().is_cpu() || gate.dtype() != DType::F32 {
+        return Ok((candle_nn::ops::silu(gate)? * up)?);
+    }
+    let (gate, up) = (gate.contiguous()?, up.contiguous()?);
+    let count = gate.elem_count();
+    let (g_storage, g_layout) = gate.storage_and_layout();
+    let (u_storage, u_layout) = up.storage_and_layout();
+    let g = &cpu_slice(&g_storage)?[g_layout.start_offset()..][..count];
+    let u = &cpu_slice(&u_storage)?[u_layout.start_offset()..][..count];
+    let mut out = vec![0f32; count];
+    out.par_chunks_mut(SILU_CHUNK)
+        .zip(g.par_chunks(SILU_CHUNK).zip(u.par_chunks(SILU_CHUNK)))
+        .for_each(|(out, (g, u))| {
+            for ((out, &g), &u) in out.iter_mut().zip(g).zip(u) {
+                *out = math::silu(g) * u;
+            }
+        });
+    Ok(Tensor::from_vec(out, gate.shape(), &Device::Cpu)?)
 }
 
 /// cos and sin of every position, `[context, head_dim / 2]`.

@@ -54,6 +54,15 @@ pub fn exp_nonpositive(x: f32) -> f32 {
     poly * f32::from_bits(((n + 127) as u32) << 23)
 }
 
+/// SiLU, `x / (1 + e^-x)`, through [`exp_nonpositive`] of `-|x|` so that it vectorizes.
+#[inline(always)]
+pub fn silu(x: f32) -> f32 {
+    let e = exp_nonpositive(-x.abs());
+    // sigmoid(x) = 1 / (1 + e^-x) for x >= 0, e^x / (1 + e^x) below.
+    let sigmoid = if x >= 0.0 { 1.0 } else { e } / (1.0 + e);
+    x * sigmoid
+}
+
 /// Sum of `f(x)` over `xs`.
 #[inline(always)]
 pub fn sum_by(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
@@ -117,6 +126,20 @@ pub fn layer_norm(row: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn silu_matches_std() {
+        let worst = (-20000..=20000)
+            .map(|i| i as f32 / 1000.0)
+            .map(|x| {
+                let want = x as f64 / (1.0 + (-x as f64).exp());
+                (silu(x) as f64 - want).abs() / want.abs().max(1e-30)
+            })
+            .fold(0.0, f64::max);
+        assert!(worst < 1e-6, "max relative silu error {worst}");
+        assert!(silu(-200.0) <= 0.0 && silu(-200.0) > -1e-30);
+        assert_eq!(silu(200.0), 200.0);
+    }
 
     #[test]
     fn erf_matches_the_reference() {
