@@ -197,18 +197,9 @@ mod tests {
             .unwrap()
             .reshape((kv_heads, group, d))
             .unwrap();
-        let keys = sequence
-            .keys
-            .narrow(0, 0, seen)
-            .unwrap()
-            .transpose(0, 1)
-            .unwrap();
-        let values = sequence
-            .values
-            .narrow(0, 0, seen)
-            .unwrap()
-            .transpose(0, 1)
-            .unwrap();
+        // `[kv_heads, seen, d]`.
+        let seen_rows = |t: &Tensor| t.narrow(0, 0, seen).unwrap().transpose(0, 1).unwrap();
+        let (keys, values) = (seen_rows(&sequence.keys), seen_rows(&sequence.values));
         let scores = q.matmul(&keys.t().unwrap()).unwrap();
         let probs = candle_nn::ops::softmax_last_dim(&scores).unwrap();
         probs
