@@ -595,15 +595,14 @@ async fn an_http_route_carries_each_steps_exact_weight() {
         format!("the route carried 10% then 40%: {seen:?}"),
     )
     .await;
-    let services = e2e
-        .expect(
-            e2e.names::<k8s_openapi::api::core::v1::Service>().await,
-            "list Services",
-        )
-        .await;
-    e2e.ensure(
-        services.contains(&new) && !services.contains(&old),
-        format!("a Service per live revision, the old one gone: {services:?}"),
+    // The old revision's Service goes after the route stops naming it, in a later reconcile.
+    e2e.expect(
+        e2e.eventually("a Service per live revision, the old one gone", || async {
+            let services = e2e.names::<k8s_openapi::api::core::v1::Service>().await?;
+            Ok((services.contains(&new) && !services.contains(&old)).then_some(()))
+        })
+        .await,
+        "a Service per live revision, the old one gone",
     )
     .await;
 }
