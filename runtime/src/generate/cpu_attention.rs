@@ -1,6 +1,7 @@
 //! Attention on the CPU: every query token of a step (a decoding sequence's one, a prompt
-//! chunk's many) against its own sequence's cache, computed straight on the tensors' buffers,
-//! all tokens and heads in one parallel pass.
+//! chunk's many) against its own sequence's cache (a [`HostLayer`]: blocks of rows, each KV
+//! head's rows of a block contiguous), all tokens and KV heads in one parallel pass, the query
+//! heads that share a KV head together so that each key and value is read once for them.
 //!
 //! Each query is computed alone, in the same order whatever else is in the step: a prompt
 //! prefilled in one chunk or in several, alone or beside other sequences, gets the same keys,
@@ -11,19 +12,19 @@
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
-use super::linear::cpu_slice;
+use super::kv_cache::{HostLayer, BLOCK_TOKENS};
+use super::linear::with_cpu_values;
 use super::row_kernels::{with_best_kernels, Kernels, WithKernels};
 use crate::model::math;
 
-/// One sequence's tokens in the step: `len` of them from column `offset` of the step's
-/// queries, at positions `start..start + len`, and its whole cache (`[start + len, kv_heads,
-/// head_dim]`, the step's tokens included).
-pub struct SequenceRows {
+/// One sequence's tokens in the step: `len` of them from row `offset` of the step's queries,
+/// at positions `start..start + len`, and its cache of this layer (the step's tokens
+/// included).
+pub struct SequenceRows<'a> {
     pub offset: usize,
     pub len: usize,
     pub start: usize,
-    pub keys: Tensor,
-    pub values: Tensor,
+    pub cache: &'a HostLayer,
 }
 
 /// Attention output `[tokens, heads * head_dim]` for the step's rotated and scaled queries `q`
@@ -37,57 +38,45 @@ pub fn cpu_attention(
 ) -> anyhow::Result<Tensor> {
     let (tokens, width) = q.dims2()?;
     let d = width / heads;
-    let q = q.contiguous()?;
-    let (q_storage, q_layout) = q.storage_and_layout();
-    let q_data = &cpu_slice(&q_storage)?[q_layout.start_offset()..];
-    let guards: Vec<_> = sequences
-        .iter()
-        .map(|s| (s.keys.storage_and_layout(), s.values.storage_and_layout()))
-        .collect();
-    // Per query row: its column in `q`, its position, and its sequence's cache.
+    // Per query row: its row in `q`, the positions it sees, and its sequence's cache.
     let mut rows = Vec::with_capacity(tokens);
-    for (sequence, ((k, k_layout), (v, v_layout))) in sequences.iter().zip(&guards) {
-        anyhow::ensure!(
-            k_layout.is_contiguous() && v_layout.is_contiguous(),
-            "the KV cache is not contiguous"
-        );
+    for sequence in sequences {
         let seen = sequence.start + sequence.len;
         anyhow::ensure!(
-            sequence.keys.dim(0)? == seen,
+            sequence.cache.len() == seen,
             "a cache of {} tokens for {seen} positions",
-            sequence.keys.dim(0)?
+            sequence.cache.len()
         );
-        let len = seen * kv_heads * d;
-        let keys = &cpu_slice(k)?[k_layout.start_offset()..][..len];
-        let values = &cpu_slice(v)?[v_layout.start_offset()..][..len];
         for i in 0..sequence.len {
-            rows.push((sequence.offset + i, sequence.start + i + 1, keys, values));
+            rows.push((sequence.offset + i, sequence.start + i + 1, sequence.cache));
         }
     }
-    let mut out = vec![0f32; rows.len() * heads * d];
+    let mut out = vec![0f32; rows.len() * width];
     let group = heads / kv_heads;
-    // One task per token and query head, so that even one sequence uses every core.
-    out.par_chunks_mut(d)
-        .enumerate()
-        .for_each_init(Vec::new, |scores, (task, out)| {
-            let (token, seen, keys, values) = rows[task / heads];
-            let head = task % heads;
-            with_best_kernels(Head {
-                query: &q_data[(token * heads + head) * d..][..d],
-                kv: head / group,
-                kv_heads,
-                seen,
-                keys,
-                values,
-                scores,
-                out,
+    // One task per token and KV head, its query heads together: each key and value is read
+    // once for all of them.
+    with_cpu_values(q, |q_data| {
+        out.par_chunks_mut(group * d)
+            .enumerate()
+            .for_each_init(Vec::new, |scores, (task, out)| {
+                let (token, seen, cache) = rows[task / kv_heads];
+                let kv = task % kv_heads;
+                let (keys, values) = cache.rows();
+                with_best_kernels(KvGroup {
+                    queries: &q_data[(token * heads + kv * group) * d..][..group * d],
+                    d,
+                    // This head's rows of each block, a block apart.
+                    keys: &keys[kv * BLOCK_TOKENS * d..],
+                    values: &values[kv * BLOCK_TOKENS * d..],
+                    block_len: cache.block_len(),
+                    seen,
+                    scores,
+                    out,
+                });
             });
-        });
-    Ok(Tensor::from_vec(
-        out,
-        (rows.len(), heads * d),
-        &Device::Cpu,
-    )?)
+        Ok(())
+    })?;
+    Ok(Tensor::from_vec(out, (rows.len(), width), &Device::Cpu)?)
 }
 
 /// Rotary position embedding on the CPU, for rows `[tokens, heads * head_dim]` whose token `t`
@@ -108,16 +97,29 @@ impl Rope<'_> {
     /// `rope` / `rope_i` compute, without the transposes to `[heads, tokens, head_dim]`.
     pub fn rotate(&self, x: &Tensor, scale: f32) -> anyhow::Result<Tensor> {
         let (tokens, width) = x.dims2()?;
-        let (d, half) = (self.head_dim, self.head_dim / 2);
-        let (cos, sin) = (self.cos.contiguous()?, self.sin.contiguous()?);
-        let x = x.contiguous()?;
-        let (x_storage, x_layout) = x.storage_and_layout();
-        let (cos_storage, cos_layout) = cos.storage_and_layout();
-        let (sin_storage, sin_layout) = sin.storage_and_layout();
-        let x = &cpu_slice(&x_storage)?[x_layout.start_offset()..][..tokens * width];
-        let cos = &cpu_slice(&cos_storage)?[cos_layout.start_offset()..][..tokens * half];
-        let sin = &cpu_slice(&sin_storage)?[sin_layout.start_offset()..][..tokens * half];
         let mut out = vec![0f32; tokens * width];
+        with_cpu_values(x, |x| {
+            with_cpu_values(self.cos, |cos| {
+                with_cpu_values(self.sin, |sin| {
+                    self.rotate_rows(x, cos, sin, scale, width, &mut out);
+                    Ok(())
+                })
+            })
+        })?;
+        Ok(Tensor::from_vec(out, (tokens, width), &Device::Cpu)?)
+    }
+
+    /// [`Rope::rotate`] on the rows' values.
+    fn rotate_rows(
+        &self,
+        x: &[f32],
+        cos: &[f32],
+        sin: &[f32],
+        scale: f32,
+        width: usize,
+        out: &mut [f32],
+    ) {
+        let (d, half) = (self.head_dim, self.head_dim / 2);
         let interleaved = self.interleaved;
         out.par_chunks_mut(width * ROPE_TOKENS)
             .enumerate()
@@ -140,38 +142,79 @@ impl Rope<'_> {
                     }
                 }
             });
-        Ok(Tensor::from_vec(out, (tokens, width), &Device::Cpu)?)
     }
 }
 
-/// One query head against its KV head in one sequence's cache.
-struct Head<'a> {
-    query: &'a [f32],
-    kv: usize,
-    kv_heads: usize,
-    seen: usize,
+/// The query heads that share one KV head, against that head's rows of one sequence's cache:
+/// `keys` and `values` start at the head's first row of the first block, blocks are
+/// `block_len` apart, and within a block the head's rows are contiguous.
+struct KvGroup<'a> {
+    queries: &'a [f32],
+    d: usize,
     keys: &'a [f32],
     values: &'a [f32],
+    block_len: usize,
+    seen: usize,
     scores: &'a mut Vec<f32>,
     out: &'a mut [f32],
 }
 
-impl WithKernels for Head<'_> {
+/// Query heads computed together, at most: their accumulators fill the vector registers.
+const HEADS_AT_ONCE: usize = 3;
+
+impl KvGroup<'_> {
+    /// Heads `first..first + H` of the group.
+    #[inline(always)]
+    fn heads<K: Kernels, const H: usize>(&mut self, kernels: K, first: usize) {
+        // Plain loops, no closures around the kernels: a closure compiles on its own, without
+        // the instruction set of the kernels it would call.
+        let (d, seen) = (self.d, self.seen);
+        self.scores.resize(H * seen, 0.0);
+        let mut queries: [&[f32]; H] = [&[]; H];
+        for (h, query) in queries.iter_mut().enumerate() {
+            *query = &self.queries[(first + h) * d..][..d];
+        }
+        for (b, at) in (0..seen).step_by(BLOCK_TOKENS).enumerate() {
+            let n = (seen - at).min(BLOCK_TOKENS);
+            let mut rows = self.scores.chunks_exact_mut(seen);
+            let scores: [&mut [f32]; H] =
+                std::array::from_fn(|_| &mut rows.next().expect("H rows")[at..at + n]);
+            let keys = &self.keys[b * self.block_len..][..n * d];
+            kernels.key_scores(queries, keys, d, scores);
+        }
+        for row in self.scores.chunks_exact_mut(seen) {
+            math::softmax(row);
+        }
+        let mut outs = self.out[first * d..].chunks_exact_mut(d);
+        let mut out: [&mut [f32]; H] = std::array::from_fn(|_| outs.next().expect("H outputs"));
+        for (b, at) in (0..seen).step_by(BLOCK_TOKENS).enumerate() {
+            let n = (seen - at).min(BLOCK_TOKENS);
+            let mut weights: [&[f32]; H] = [&[]; H];
+            for (weights, row) in weights.iter_mut().zip(self.scores.chunks_exact(seen)) {
+                *weights = &row[at..at + n];
+            }
+            let values = &self.values[b * self.block_len..][..n * d];
+            let out = out.each_mut().map(|out| &mut **out);
+            kernels.weighted_rows(weights, values, d, out);
+        }
+    }
+}
+
+impl WithKernels for KvGroup<'_> {
     type Output = ();
 
     #[inline(always)]
-    fn with<K: Kernels>(self, kernels: K) {
-        // Plain loops, no closures: a closure compiles on its own, without the instruction
-        // set of the kernels it would call.
-        let d = self.query.len();
-        let stride = self.kv_heads * d;
-        let first = self.kv * d;
-        self.scores.resize(self.seen, 0.0);
-        for (t, score) in self.scores.iter_mut().enumerate() {
-            *score = kernels.dot(self.query, &self.keys[first + t * stride..][..d]);
+    fn with<K: Kernels>(mut self, kernels: K) {
+        let heads = self.queries.len() / self.d;
+        let mut first = 0;
+        while first < heads {
+            match heads - first {
+                1 => self.heads::<K, 1>(kernels, first),
+                2 => self.heads::<K, 2>(kernels, first),
+                _ => self.heads::<K, HEADS_AT_ONCE>(kernels, first),
+            }
+            first += HEADS_AT_ONCE;
         }
-        math::softmax(self.scores);
-        kernels.weighted_rows(self.scores, &self.values[first..], stride, self.out);
     }
 }
 
@@ -179,19 +222,81 @@ impl WithKernels for Head<'_> {
 mod tests {
     use super::*;
 
-    const HEADS: usize = 6;
+    /// The largest absolute difference between two tensors of one shape.
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    /// A sequence's step tokens and its random cache, as tensors `[seen, kv_heads, d]` and as
+    /// the [`HostLayer`] the kernels read.
+    struct Cached {
+        offset: usize,
+        len: usize,
+        start: usize,
+        keys: Tensor,
+        values: Tensor,
+        layer: HostLayer,
+    }
+
+    impl Cached {
+        fn new(offset: usize, len: usize, start: usize, kv_heads: usize, d: usize) -> Self {
+            let seen = start + len;
+            let random = || Tensor::randn(0f32, 1.0, (seen, kv_heads, d), &Device::Cpu).unwrap();
+            let (keys, values) = (random(), random());
+            let layer = Self::layer(&keys, &values);
+            Self {
+                offset,
+                len,
+                start,
+                keys,
+                values,
+                layer,
+            }
+        }
+
+        /// A layer holding `keys` and `values`, appended in uneven pieces.
+        fn layer(keys: &Tensor, values: &Tensor) -> HostLayer {
+            let (seen, kv_heads, d) = keys.dims3().unwrap();
+            let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let (keys, values) = (flat(keys), flat(values));
+            let mut layer = HostLayer::new(kv_heads, d);
+            let width = kv_heads * d;
+            let mut at = 0;
+            for piece in [1, 50, 30, 1].iter().cycle() {
+                if at == seen {
+                    break;
+                }
+                let rows = at * width..(at + piece).min(seen) * width;
+                layer.append(&keys[rows.clone()], &values[rows]);
+                at = (at + piece).min(seen);
+            }
+            layer
+        }
+
+        fn rows(&self) -> SequenceRows<'_> {
+            SequenceRows {
+                offset: self.offset,
+                len: self.len,
+                start: self.start,
+                cache: &self.layer,
+            }
+        }
+    }
 
     /// One token's attention with candle ops, as the GPU path computes it: the query in
     /// row `token`, seeing the first `seen` cache rows.
-    fn reference(
-        q: &Tensor,
-        token: usize,
-        seen: usize,
-        sequence: &SequenceRows,
-        kv_heads: usize,
-    ) -> Tensor {
-        let d = q.dim(1).unwrap() / HEADS;
-        let group = HEADS / kv_heads;
+    fn reference(q: &Tensor, token: usize, seen: usize, cached: &Cached, heads: usize) -> Tensor {
+        let (_, kv_heads, d) = cached.keys.dims3().unwrap();
+        let group = heads / kv_heads;
         let q = q
             .narrow(0, token, 1)
             .unwrap()
@@ -199,80 +304,66 @@ mod tests {
             .unwrap();
         // `[kv_heads, seen, d]`.
         let seen_rows = |t: &Tensor| t.narrow(0, 0, seen).unwrap().transpose(0, 1).unwrap();
-        let (keys, values) = (seen_rows(&sequence.keys), seen_rows(&sequence.values));
+        let (keys, values) = (seen_rows(&cached.keys), seen_rows(&cached.values));
         let scores = q.matmul(&keys.t().unwrap()).unwrap();
         let probs = candle_nn::ops::softmax_last_dim(&scores).unwrap();
         probs
             .matmul(&values.contiguous().unwrap())
             .unwrap()
-            .reshape((1, HEADS * d))
+            .reshape((1, heads * d))
             .unwrap()
-    }
-
-    fn sequence(
-        offset: usize,
-        len: usize,
-        start: usize,
-        kv_heads: usize,
-        d: usize,
-    ) -> SequenceRows {
-        let seen = start + len;
-        SequenceRows {
-            offset,
-            len,
-            start,
-            keys: Tensor::randn(0f32, 1.0, (seen, kv_heads, d), &Device::Cpu).unwrap(),
-            values: Tensor::randn(0f32, 1.0, (seen, kv_heads, d), &Device::Cpu).unwrap(),
-        }
     }
 
     #[test]
     fn matches_candle_ops_for_decoding_tokens_and_prompt_chunks() {
-        let (heads, kv_heads, d) = (HEADS, 2, 8);
-        // A decoding token with 4 tokens cached, a first chunk of 3, a token with nothing
-        // before it, and a chunk of 5 after 12 cached tokens.
-        let sequences = [
-            sequence(0, 1, 4, kv_heads, d),
-            sequence(1, 3, 0, kv_heads, d),
-            sequence(4, 1, 0, kv_heads, d),
-            sequence(5, 5, 12, kv_heads, d),
-        ];
-        let tokens = 10;
-        let q = Tensor::randn(0f32, 1.0, (tokens, heads * d), &Device::Cpu).unwrap();
-        let got = cpu_attention(&q, &sequences, heads, kv_heads).unwrap();
-        for sequence in &sequences {
-            for i in 0..sequence.len {
-                let token = sequence.offset + i;
-                let want = reference(&q, token, sequence.start + i + 1, sequence, kv_heads)
-                    .flatten_all()
-                    .unwrap();
-                let diff = (got.get(token).unwrap() - want)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .max(0)
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
-                assert!(diff < 1e-5, "token {token}: {diff}");
+        // Query heads per KV head 3, 1, 4 (three then one at a time) and 5 (three then two);
+        // head sizes with one vector, several, a partial last group of columns, and none (12).
+        for (heads, kv_heads, d) in [(6, 2, 8), (6, 6, 16), (4, 1, 40), (5, 1, 12), (10, 2, 64)] {
+            // A decoding token with 4 tokens cached, a first chunk of 3, a token with nothing
+            // before it, a chunk of 5 after 12 cached tokens, a token after 70 (in the second
+            // block of the cache) and a chunk across the end of the first block.
+            let sequences = [
+                Cached::new(0, 1, 4, kv_heads, d),
+                Cached::new(1, 3, 0, kv_heads, d),
+                Cached::new(4, 1, 0, kv_heads, d),
+                Cached::new(5, 5, 12, kv_heads, d),
+                Cached::new(10, 1, 70, kv_heads, d),
+                Cached::new(11, 9, 60, kv_heads, d),
+            ];
+            let tokens = 20;
+            let q = Tensor::randn(0f32, 1.0, (tokens, heads * d), &Device::Cpu).unwrap();
+            let rows: Vec<_> = sequences.iter().map(Cached::rows).collect();
+            let got = cpu_attention(&q, &rows, heads, kv_heads).unwrap();
+            for sequence in &sequences {
+                for i in 0..sequence.len {
+                    let token = sequence.offset + i;
+                    let seen = sequence.start + i + 1;
+                    let want = reference(&q, token, seen, sequence, heads);
+                    let diff = max_diff(&got.narrow(0, token, 1).unwrap(), &want);
+                    assert!(
+                        diff < 1e-5,
+                        "{heads}/{kv_heads} heads of {d}, token {token}: {diff}"
+                    );
+                }
             }
         }
     }
 
     #[test]
     fn a_chunk_gets_what_its_tokens_get_one_at_a_time() {
-        let (heads, kv_heads, d) = (HEADS, 2, 8);
-        let chunk = sequence(0, 7, 3, kv_heads, d);
-        let q = Tensor::randn(0f32, 1.0, (7, heads * d), &Device::Cpu).unwrap();
-        let whole = cpu_attention(&q, std::slice::from_ref(&chunk), heads, kv_heads).unwrap();
-        for i in 0..7 {
+        let (heads, kv_heads, d) = (6, 2, 8);
+        let chunk = Cached::new(0, 70, 3, kv_heads, d);
+        let q = Tensor::randn(0f32, 1.0, (70, heads * d), &Device::Cpu).unwrap();
+        let whole = cpu_attention(&q, &[chunk.rows()], heads, kv_heads).unwrap();
+        for i in 0..70 {
             let seen = chunk.start + i + 1;
+            let keys = chunk.keys.narrow(0, 0, seen).unwrap();
+            let values = chunk.values.narrow(0, 0, seen).unwrap();
             let one = SequenceRows {
                 offset: 0,
                 len: 1,
                 start: seen - 1,
-                keys: chunk.keys.narrow(0, 0, seen).unwrap(),
-                values: chunk.values.narrow(0, 0, seen).unwrap(),
+                cache: &Cached::layer(&keys, &values),
             };
             let q = q.narrow(0, i, 1).unwrap();
             let alone = cpu_attention(&q, &[one], heads, kv_heads).unwrap();
@@ -318,16 +409,7 @@ mod tests {
                 .unwrap()
                 .reshape((tokens, heads * d))
                 .unwrap();
-            let diff = (got - want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let diff = max_diff(&got, &want);
             assert!(diff < 1e-6, "interleaved {interleaved}: {diff}");
         }
     }

@@ -120,57 +120,67 @@ impl Linear {
 
 /// The rows of `x` against each of `weights`, in one parallel pass over all their rows.
 fn row_kernel(x: &Tensor, weights: &[WeightRows<'_>]) -> anyhow::Result<Vec<Tensor>> {
-    let (tokens, cols) = x.dims2()?;
-    let x = x.to_dtype(DType::F32)?.contiguous()?;
-    let (storage, layout) = x.storage_and_layout();
-    let x_data = &cpu_slice(&storage)?[layout.start_offset()..][..tokens * cols];
-    let x_tokens = Tokens::new(x_data, tokens, weights);
-    // Per weight, the products `[tokens, out]`. Each task takes its rows' columns of every
-    // token's row.
-    let mut results: Vec<Vec<f32>> = weights
-        .iter()
-        .map(|weight| vec![0f32; tokens * weight.rows()])
-        .collect();
-    let mut tasks: Vec<(&WeightRows<'_>, usize, Vec<&mut [f32]>)> = Vec::new();
-    for (weight, result) in weights.iter().zip(results.iter_mut()) {
-        let first_task = tasks.len();
-        for first in (0..weight.rows()).step_by(ROWS_PER_TASK) {
-            tasks.push((weight, first, Vec::with_capacity(tokens)));
-        }
-        for token in result.chunks_mut(weight.rows()) {
-            for (task, part) in tasks[first_task..]
-                .iter_mut()
-                .zip(token.chunks_mut(ROWS_PER_TASK))
-            {
-                task.2.push(part);
+    let tokens = x.dim(0)?;
+    with_cpu_values(&x.to_dtype(DType::F32)?, |x_data| {
+        let x_tokens = Tokens::new(x_data, tokens, weights);
+        // Per weight, the products `[tokens, out]`. Each task takes its rows' columns of every
+        // token's row.
+        let mut results: Vec<Vec<f32>> = weights
+            .iter()
+            .map(|weight| vec![0f32; tokens * weight.rows()])
+            .collect();
+        let mut tasks: Vec<(&WeightRows<'_>, usize, Vec<&mut [f32]>)> = Vec::new();
+        for (weight, result) in weights.iter().zip(results.iter_mut()) {
+            let first_task = tasks.len();
+            for first in (0..weight.rows()).step_by(ROWS_PER_TASK) {
+                tasks.push((weight, first, Vec::with_capacity(tokens)));
+            }
+            for token in result.chunks_mut(weight.rows()) {
+                for (task, part) in tasks[first_task..]
+                    .iter_mut()
+                    .zip(token.chunks_mut(ROWS_PER_TASK))
+                {
+                    task.2.push(part);
+                }
             }
         }
-    }
-    tasks.into_par_iter().for_each(|(weight, first, out)| {
-        let rows = first..first + out[0].len();
-        RowsTimes {
-            x: &x_tokens,
-            weights: weight,
-            rows,
-            out,
-        }
-        .run();
-    });
-    results
-        .into_iter()
-        .zip(weights)
-        .map(|(values, weight)| {
-            Ok(Tensor::from_vec(
-                values,
-                (tokens, weight.rows()),
-                &Device::Cpu,
-            )?)
-        })
-        .collect()
+        tasks.into_par_iter().for_each(|(weight, first, out)| {
+            let rows = first..first + out[0].len();
+            RowsTimes {
+                x: &x_tokens,
+                weights: weight,
+                rows,
+                out,
+            }
+            .run();
+        });
+        results
+            .into_iter()
+            .zip(weights)
+            .map(|(values, weight)| {
+                Ok(Tensor::from_vec(
+                    values,
+                    (tokens, weight.rows()),
+                    &Device::Cpu,
+                )?)
+            })
+            .collect()
+    })
+}
+
+/// Lends the values of an f32 CPU tensor, in row-major order (copied first if the tensor is
+/// not contiguous), to `f`.
+pub fn with_cpu_values<R>(
+    tensor: &Tensor,
+    f: impl FnOnce(&[f32]) -> anyhow::Result<R>,
+) -> anyhow::Result<R> {
+    let tensor = tensor.contiguous()?;
+    let (storage, layout) = tensor.storage_and_layout();
+    f(&cpu_slice(&storage)?[layout.start_offset()..][..tensor.elem_count()])
 }
 
 /// The f32 values of a CPU tensor's storage.
-pub fn cpu_slice(storage: &Storage) -> anyhow::Result<&[f32]> {
+fn cpu_slice(storage: &Storage) -> anyhow::Result<&[f32]> {
     match storage {
         Storage::Cpu(cpu) => Ok(cpu.as_slice::<f32>()?),
         _ => anyhow::bail!("a CPU kernel given a tensor that is not on the CPU"),

@@ -1,7 +1,7 @@
 //! The Llama-family decoder, run over a ragged batch: each step's tokens from every sequence go
 //! through the projections and MLPs as one matrix (the weights are read once per step for all
 //! sequences), and attention runs per sequence against that sequence's own KV cache (on the CPU
-//! one query token at a time, [`super::cpu_attention`]).
+//! one query token at a time against an in-memory cache, [`super::cpu_attention`]).
 //!
 //! Weights come from a GGUF file ([`Llama::from_gguf`]) and stay quantized (the CPU default for
 //! the block types the row kernels take, multiplied with activations rounded to 16 bits; see
@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use super::cpu_attention::{cpu_attention, Rope, SequenceRows};
 use super::kv_cache::SeqCache;
-use super::linear::{cpu_slice, Linear};
+use super::linear::{with_cpu_values, Linear};
 use crate::model::math;
 
 /// The shape of the network, from the file's metadata.
@@ -205,7 +205,8 @@ impl Llama {
 
     /// A cache for one sequence.
     pub fn new_cache(&self) -> SeqCache {
-        SeqCache::new(self.config.layers)
+        let c = &self.config;
+        SeqCache::new(c.layers, self.device.is_cpu(), c.kv_heads, c.head_dim)
     }
 
     /// Runs one step over `chunks` and returns, per chunk, the logits (f32, on the CPU) of its
@@ -322,21 +323,30 @@ impl Llama {
                 head_dim: c.head_dim,
             };
             let q = rope.rotate(&q, scale as f32)?;
-            let k = rope
-                .rotate(&k, 1.0)?
-                .reshape((total, c.kv_heads, c.head_dim))?;
-            let v = v.reshape((total, c.kv_heads, c.head_dim))?;
-            let sequences: Vec<SequenceRows> = spans
-                .iter()
-                .zip(append(chunks, &k, &v)?)
-                .map(|(&(offset, len, start), (keys, values))| SequenceRows {
+            let k = rope.rotate(&k, 1.0)?;
+            let v = v.contiguous()?;
+            let width = c.kv_heads * c.head_dim;
+            with_cpu_values(&k, |k| {
+                with_cpu_values(&v, |v| {
+                    for (chunk, &(offset, len, _)) in chunks.iter_mut().zip(spans) {
+                        let rows = offset * width..(offset + len) * width;
+                        chunk
+                            .cache
+                            .host_layer_mut(index)?
+                            .append(&k[rows.clone()], &v[rows]);
+                    }
+                    anyhow::Ok(())
+                })
+            })?;
+            let mut sequences = Vec::with_capacity(chunks.len());
+            for (chunk, &(offset, len, start)) in chunks.iter().zip(spans) {
+                sequences.push(SequenceRows {
                     offset,
                     len,
                     start,
-                    keys,
-                    values,
-                })
-                .collect();
+                    cache: chunk.cache.host_layer(index)?,
+                });
+            }
             return cpu_attention(&q, &sequences, c.heads, c.kv_heads);
         }
         let heads = |t: Tensor, n: usize| -> candle_core::Result<Tensor> {
@@ -401,20 +411,19 @@ fn silu_times(gate: &Tensor, up: &Tensor) -> anyhow::Result<Tensor> {
     if !gate.device().is_cpu() || gate.dtype() != DType::F32 {
         return Ok((candle_nn::ops::silu(gate)? * up)?);
     }
-    let (gate, up) = (gate.contiguous()?, up.contiguous()?);
-    let count = gate.elem_count();
-    let (g_storage, g_layout) = gate.storage_and_layout();
-    let (u_storage, u_layout) = up.storage_and_layout();
-    let g = &cpu_slice(&g_storage)?[g_layout.start_offset()..][..count];
-    let u = &cpu_slice(&u_storage)?[u_layout.start_offset()..][..count];
-    let mut out = vec![0f32; count];
-    out.par_chunks_mut(SILU_CHUNK)
-        .zip(g.par_chunks(SILU_CHUNK).zip(u.par_chunks(SILU_CHUNK)))
-        .for_each(|(out, (g, u))| {
-            for ((out, &g), &u) in out.iter_mut().zip(g).zip(u) {
-                *out = math::silu(g) * u;
-            }
-        });
+    let mut out = vec![0f32; gate.elem_count()];
+    with_cpu_values(gate, |g| {
+        with_cpu_values(up, |u| {
+            out.par_chunks_mut(SILU_CHUNK)
+                .zip(g.par_chunks(SILU_CHUNK).zip(u.par_chunks(SILU_CHUNK)))
+                .for_each(|(out, (g, u))| {
+                    for ((out, &g), &u) in out.iter_mut().zip(g).zip(u) {
+                        *out = math::silu(g) * u;
+                    }
+                });
+            Ok(())
+        })
+    })?;
     Ok(Tensor::from_vec(out, gate.shape(), &Device::Cpu)?)
 }
 

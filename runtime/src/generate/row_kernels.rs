@@ -1,5 +1,5 @@
 //! CPU kernels for activation rows against a large weight matrix, each weight read once per
-//! call while it is in L1. Also the vector steps of decode attention ([`Kernels::dot`],
+//! call while it is in L1. Also the vector steps of CPU attention ([`Kernels::key_scores`],
 //! [`Kernels::weighted_rows`]).
 //!
 //! candle's CPU matmul spends most of a decode step (one row per sequence) packing the whole
@@ -404,13 +404,38 @@ pub trait Kernels: Copy {
             + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
         (amax / ACTIVATION_MAX, sum)
     }
-    /// `out = Σ_t weights[t] · values[t * stride..][..out.len()]`.
+    /// `scores[g][t] = queries[g] · keys[t * stride..][..d]` for each `t` of the scores: `G`
+    /// query heads against the cached keys of the KV head they share.
     #[inline(always)]
-    fn weighted_rows(self, weights: &[f32], values: &[f32], stride: usize, out: &mut [f32]) {
-        out.fill(0.0);
-        let len = out.len();
-        for (t, &p) in weights.iter().enumerate() {
-            math::axpy(p, &values[t * stride..][..len], out);
+    fn key_scores<const G: usize>(
+        self,
+        queries: [&[f32]; G],
+        keys: &[f32],
+        stride: usize,
+        scores: [&mut [f32]; G],
+    ) {
+        for (query, scores) in queries.iter().zip(scores) {
+            for (t, score) in scores.iter_mut().enumerate() {
+                *score = self.dot(query, &keys[t * stride..][..query.len()]);
+            }
+        }
+    }
+    /// `out[g] += Σ_t weights[g][t] · values[t * stride..][..d]`: `G` heads' attention
+    /// outputs from the values of the KV head they share, added in order of `t` to what `out`
+    /// holds.
+    #[inline(always)]
+    fn weighted_rows<const G: usize>(
+        self,
+        weights: [&[f32]; G],
+        values: &[f32],
+        stride: usize,
+        out: [&mut [f32]; G],
+    ) {
+        for (weights, out) in weights.iter().zip(out) {
+            let len = out.len();
+            for (t, &p) in weights.iter().enumerate() {
+                math::axpy(p, &values[t * stride..][..len], out);
+            }
         }
     }
 }

@@ -103,9 +103,28 @@ pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     y.iter_mut().zip(x).for_each(|(y, &x)| *y += a * x);
 }
 
+/// The largest value of `xs` (negative infinity when empty), eight lanes at a time.
+#[inline(always)]
+pub fn max(xs: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let rest = chunks
+        .remainder()
+        .iter()
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
+    for chunk in chunks {
+        for (lane, &x) in lanes.iter_mut().zip(chunk) {
+            *lane = lane.max(x);
+        }
+    }
+    lanes.iter().copied().fold(rest, f32::max)
+}
+
 /// In-place softmax of one row.
+#[inline(always)]
 pub fn softmax(row: &mut [f32]) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let max = max(row);
     row.iter_mut().for_each(|x| *x = exp_nonpositive(*x - max));
     let scale = 1.0 / sum_by(row, |x| x);
     row.iter_mut().for_each(|x| *x *= scale);

@@ -183,23 +183,89 @@ fn weighted_rows_match_on_every_kernel_set() {
         let values: Vec<f32> = (0..tokens * stride)
             .map(|i| (i % 11) as f32 - 5.0)
             .collect();
-        let weights: Vec<f32> = (0..tokens).map(|t| 1.0 / (t + 1) as f32).collect();
-        let want: Vec<f32> = (0..d)
-            .map(|j| {
-                (0..tokens)
-                    .map(|t| weights[t] * values[t * stride + j])
-                    .sum()
+        // Two heads' weights; the outputs start at 1 and the sums are added to them.
+        let weights: Vec<Vec<f32>> = (1..=2)
+            .map(|h| (0..tokens).map(|t| h as f32 / (t + 1) as f32).collect())
+            .collect();
+        let want: Vec<Vec<f32>> = weights
+            .iter()
+            .map(|weights| {
+                (0..d)
+                    .map(|j| {
+                        (0..tokens)
+                            .map(|t| weights[t] * values[t * stride + j])
+                            .sum::<f32>()
+                            + 1.0
+                    })
+                    .collect()
             })
             .collect();
-        let close = |got: &[f32]| got.iter().zip(&want).all(|(g, w)| (g - w).abs() <= 1e-4);
-        let mut out = vec![f32::NAN; d];
-        Portable.weighted_rows(&weights, &values, stride, &mut out);
+        let close = |got: &[Vec<f32>]| {
+            got.iter()
+                .flatten()
+                .zip(want.iter().flatten())
+                .all(|(g, w)| (g - w).abs() <= 1e-4)
+        };
+        let heads = [weights[0].as_slice(), weights[1].as_slice()];
+        let mut out = vec![vec![1.0; d]; 2];
+        let [a, b] = &mut out[..] else { unreachable!() };
+        Portable.weighted_rows(heads, &values, stride, [a, b]);
         assert!(close(&out), "d {d}, portable: {out:?} != {want:?}");
         #[cfg(target_arch = "x86_64")]
         if let Some(avx2) = x86::Avx2::new() {
-            let mut out = vec![f32::NAN; d];
-            avx2.run(|| avx2.weighted_rows(&weights, &values, stride, &mut out));
+            let mut out = vec![vec![1.0; d]; 2];
+            let [a, b] = &mut out[..] else { unreachable!() };
+            avx2.run(|| avx2.weighted_rows(heads, &values, stride, [a, b]));
             assert!(close(&out), "d {d}, AVX2: {out:?} != {want:?}");
+            let mut one = vec![1.0; d];
+            avx2.run(|| avx2.weighted_rows([heads[1]], &values, stride, [&mut one]));
+            assert_eq!(
+                one, out[1],
+                "d {d}: a head alone gets what it gets beside another"
+            );
+        }
+    }
+}
+
+#[test]
+fn key_scores_match_on_every_kernel_set() {
+    for d in [8, 12, 64] {
+        for seen in 1..=9 {
+            let stride = d + 5;
+            let keys: Vec<f32> = (0..seen * stride).map(|i| (i % 13) as f32 - 6.0).collect();
+            let queries: Vec<Vec<f32>> = (0..3)
+                .map(|h| (0..d).map(|i| ((i + h) % 7) as f32 * 0.25).collect())
+                .collect();
+            let want: Vec<Vec<f32>> = queries
+                .iter()
+                .map(|q| {
+                    (0..seen)
+                        .map(|t| (0..d).map(|i| q[i] * keys[t * stride + i]).sum())
+                        .collect()
+                })
+                .collect();
+            let heads = [&queries[0][..], &queries[1][..], &queries[2][..]];
+            let mut got = vec![vec![f32::NAN; seen]; 3];
+            let [a, b, c] = &mut got[..] else {
+                unreachable!()
+            };
+            Portable.key_scores(heads, &keys, stride, [a, b, c]);
+            assert_eq!(got, want, "d {d}, {seen} keys, portable");
+            #[cfg(target_arch = "x86_64")]
+            if let Some(avx2) = x86::Avx2::new() {
+                let mut got = vec![vec![f32::NAN; seen]; 3];
+                let [a, b, c] = &mut got[..] else {
+                    unreachable!()
+                };
+                avx2.run(|| avx2.key_scores(heads, &keys, stride, [a, b, c]));
+                assert_eq!(got, want, "d {d}, {seen} keys, AVX2");
+                let mut one = vec![f32::NAN; seen];
+                avx2.run(|| avx2.key_scores([heads[2]], &keys, stride, [&mut one]));
+                assert_eq!(
+                    one, got[2],
+                    "d {d}: a head alone gets what it gets beside others"
+                );
+            }
         }
     }
 }

@@ -43,6 +43,98 @@ impl Avx2 {
             + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]))
     }
 
+    /// The lane sums of four vectors, in order, by one tree of horizontal adds.
+    #[inline(always)]
+    fn sums_of_four(self, v: [__m256; 4]) -> [f32; 4] {
+        let simd = self.0;
+        let pairs = [
+            simd.avx._mm256_hadd_ps(v[0], v[1]),
+            simd.avx._mm256_hadd_ps(v[2], v[3]),
+        ];
+        // Lanes `[s0, s1, s2, s3 | s0, s1, s2, s3]`, each half the sum of four lanes.
+        let quads = simd.avx._mm256_hadd_ps(pairs[0], pairs[1]);
+        let halves = [
+            simd.avx._mm256_castps256_ps128(quads),
+            simd.avx._mm256_extractf128_ps::<1>(quads),
+        ];
+        cast(simd.sse._mm_add_ps(halves[0], halves[1]))
+    }
+
+    /// The dot products of `G` queries (each a multiple of eight long) with `K` (at most four)
+    /// keys, one vector accumulator per query and key; the keys past `K` stay zero. Each key is
+    /// loaded once for all the queries.
+    #[inline(always)]
+    fn key_accumulators<const G: usize, const K: usize>(
+        self,
+        queries: [&[f32]; G],
+        keys: &[f32],
+        stride: usize,
+    ) -> [[__m256; 4]; G] {
+        let simd = self.0;
+        let d = queries[0].len();
+        let mut rows: [&[f32]; K] = [&[]; K];
+        for (k, row) in rows.iter_mut().enumerate() {
+            *row = &keys[k * stride..][..d];
+        }
+        let zero = simd.avx._mm256_setzero_ps();
+        let mut acc = [[zero; 4]; G];
+        for at in (0..d).step_by(8) {
+            let mut q = [zero; G];
+            for g in 0..G {
+                q[g] = self.load(&queries[g][at..]);
+            }
+            for k in 0..K {
+                let key = self.load(&rows[k][at..]);
+                for g in 0..G {
+                    acc[g][k] = simd.fma._mm256_fmadd_ps(q[g], key, acc[g][k]);
+                }
+            }
+        }
+        acc
+    }
+
+    /// Columns `first..first + 8 * V` of `G` heads' weighted sums of the value rows, added
+    /// to `out`: the
+    /// `G × V` accumulators stay in registers across all the rows, and each value vector is
+    /// loaded once for all the heads.
+    #[inline(always)]
+    fn weighted_columns<const G: usize, const V: usize>(
+        self,
+        weights: [&[f32]; G],
+        values: &[f32],
+        stride: usize,
+        first: usize,
+        out: &mut [&mut [f32]; G],
+    ) {
+        let simd = self.0;
+        let seen = weights[0].len();
+        let zero = simd.avx._mm256_setzero_ps();
+        let mut acc = [[zero; V]; G];
+        for g in 0..G {
+            for v in 0..V {
+                acc[g][v] = self.load(&out[g][first + v * 8..]);
+            }
+        }
+        for t in 0..seen {
+            let row = &values[t * stride + first..][..V * 8];
+            let mut p = [zero; G];
+            for g in 0..G {
+                p[g] = simd.avx._mm256_set1_ps(weights[g][t]);
+            }
+            for v in 0..V {
+                let x = self.load(&row[v * 8..]);
+                for g in 0..G {
+                    acc[g][v] = simd.fma._mm256_fmadd_ps(p[g], x, acc[g][v]);
+                }
+            }
+        }
+        for g in 0..G {
+            for v in 0..V {
+                self.store(acc[g][v], &mut out[g][first + v * 8..]);
+            }
+        }
+    }
+
     /// `group_products` for one kind of block: nibbles (unsigned 4-bit) or signed bytes.
     #[inline(always)]
     fn block_products<const T: usize, const NIBBLES: bool>(
@@ -217,32 +309,68 @@ impl Kernels for Avx2 {
     }
 
     #[inline(always)]
-    fn weighted_rows(self, weights: &[f32], values: &[f32], stride: usize, out: &mut [f32]) {
-        // 64 outputs at a time, held in registers across all the rows.
-        const CHUNK: usize = 64;
-        let simd = self.0;
-        for (c, out) in out.chunks_mut(CHUNK).enumerate() {
-            let first = c * CHUNK;
-            let vectors = out.len() / 8;
-            let mut acc = [simd.avx._mm256_setzero_ps(); CHUNK / 8];
-            let mut tail = [0f32; 8];
-            for (t, &p) in weights.iter().enumerate() {
-                let row = &values[t * stride + first..][..out.len()];
-                let p_wide = simd.avx._mm256_set1_ps(p);
-                for (k, acc) in acc.iter_mut().enumerate().take(vectors) {
-                    *acc = simd
-                        .fma
-                        ._mm256_fmadd_ps(p_wide, self.load(&row[k * 8..]), *acc);
-                }
-                for (tail, v) in tail.iter_mut().zip(&row[vectors * 8..]) {
-                    *tail += p * v;
+    fn key_scores<const G: usize>(
+        self,
+        queries: [&[f32]; G],
+        keys: &[f32],
+        stride: usize,
+        scores: [&mut [f32]; G],
+    ) {
+        let d = queries[0].len();
+        if !d.is_multiple_of(8) {
+            for g in 0..G {
+                for t in 0..scores[g].len() {
+                    scores[g][t] = self.dot(queries[g], &keys[t * stride..][..d]);
                 }
             }
-            for (k, acc) in acc.iter().enumerate().take(vectors) {
-                self.store(*acc, &mut out[k * 8..]);
+            return;
+        }
+        // Four keys at a time, their sums reduced together. A last group of fewer keys adds
+        // zeros in their place, so each key's score is the same whichever group it is in.
+        let seen = scores[0].len();
+        for t in (0..seen).step_by(4) {
+            let keys = &keys[t * stride..];
+            let acc = match seen - t {
+                1 => self.key_accumulators::<G, 1>(queries, keys, stride),
+                2 => self.key_accumulators::<G, 2>(queries, keys, stride),
+                3 => self.key_accumulators::<G, 3>(queries, keys, stride),
+                _ => self.key_accumulators::<G, 4>(queries, keys, stride),
+            };
+            let k = (seen - t).min(4);
+            for g in 0..G {
+                let sums = self.sums_of_four(acc[g]);
+                scores[g][t..t + k].copy_from_slice(&sums[..k]);
             }
-            let rest = out.len() - vectors * 8;
-            out[vectors * 8..].copy_from_slice(&tail[..rest]);
+        }
+    }
+
+    #[inline(always)]
+    fn weighted_rows<const G: usize>(
+        self,
+        weights: [&[f32]; G],
+        values: &[f32],
+        stride: usize,
+        mut out: [&mut [f32]; G],
+    ) {
+        let d = out[0].len();
+        if !d.is_multiple_of(8) {
+            for g in 0..G {
+                for (t, &p) in weights[g].iter().enumerate() {
+                    for (out, &v) in out[g].iter_mut().zip(&values[t * stride..][..d]) {
+                        *out += p * v;
+                    }
+                }
+            }
+            return;
+        }
+        // 32 columns of every head at a time.
+        for first in (0..d).step_by(32) {
+            match (d - first) / 8 {
+                1 => self.weighted_columns::<G, 1>(weights, values, stride, first, &mut out),
+                2 => self.weighted_columns::<G, 2>(weights, values, stride, first, &mut out),
+                3 => self.weighted_columns::<G, 3>(weights, values, stride, first, &mut out),
+                _ => self.weighted_columns::<G, 4>(weights, values, stride, first, &mut out),
+            }
         }
     }
 
