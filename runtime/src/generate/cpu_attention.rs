@@ -330,8 +330,10 @@ mod tests {
                 Cached::new(10, 1, 70, kv_heads, d),
                 Cached::new(11, 9, 60, kv_heads, d),
             ];
+            // Scaled by 1/sqrt(d) as the model's queries are, so scores are of order one.
             let tokens = 20;
-            let q = Tensor::randn(0f32, 1.0, (tokens, heads * d), &Device::Cpu).unwrap();
+            let scale = 1.0 / (d as f32).sqrt();
+            let q = Tensor::randn(0f32, scale, (tokens, heads * d), &Device::Cpu).unwrap();
             let rows: Vec<_> = sequences.iter().map(Cached::rows).collect();
             let got = cpu_attention(&q, &rows, heads, kv_heads).unwrap();
             for sequence in &sequences {

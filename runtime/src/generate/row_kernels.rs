@@ -414,11 +414,7 @@ pub trait Kernels: Copy {
         stride: usize,
         scores: [&mut [f32]; G],
     ) {
-        for (query, scores) in queries.iter().zip(scores) {
-            for (t, score) in scores.iter_mut().enumerate() {
-                *score = self.dot(query, &keys[t * stride..][..query.len()]);
-            }
-        }
+        scores_by_dots(self, queries, keys, stride, scores);
     }
     /// `out[g] += Σ_t weights[g][t] · values[t * stride..][..d]`: `G` heads' attention
     /// outputs from the values of the KV head they share, added in order of `t` to what `out`
@@ -431,11 +427,38 @@ pub trait Kernels: Copy {
         stride: usize,
         out: [&mut [f32]; G],
     ) {
-        for (weights, out) in weights.iter().zip(out) {
-            let len = out.len();
-            for (t, &p) in weights.iter().enumerate() {
-                math::axpy(p, &values[t * stride..][..len], out);
-            }
+        weighted_by_rows(weights, values, stride, out);
+    }
+}
+
+/// [`Kernels::key_scores`] one key and head at a time.
+#[inline(always)]
+fn scores_by_dots<K: Kernels, const G: usize>(
+    kernels: K,
+    queries: [&[f32]; G],
+    keys: &[f32],
+    stride: usize,
+    scores: [&mut [f32]; G],
+) {
+    for (query, scores) in queries.iter().zip(scores) {
+        for (t, score) in scores.iter_mut().enumerate() {
+            *score = kernels.dot(query, &keys[t * stride..][..query.len()]);
+        }
+    }
+}
+
+/// [`Kernels::weighted_rows`] one head and value row at a time.
+#[inline(always)]
+fn weighted_by_rows<const G: usize>(
+    weights: [&[f32]; G],
+    values: &[f32],
+    stride: usize,
+    out: [&mut [f32]; G],
+) {
+    for (weights, out) in weights.iter().zip(out) {
+        let len = out.len();
+        for (t, &p) in weights.iter().enumerate() {
+            math::axpy(p, &values[t * stride..][..len], out);
         }
     }
 }

@@ -318,12 +318,7 @@ impl Kernels for Avx2 {
     ) {
         let d = queries[0].len();
         if !d.is_multiple_of(8) {
-            for g in 0..G {
-                for t in 0..scores[g].len() {
-                    scores[g][t] = self.dot(queries[g], &keys[t * stride..][..d]);
-                }
-            }
-            return;
+            return super::scores_by_dots(self, queries, keys, stride, scores);
         }
         // Four keys at a time, their sums reduced together. A last group of fewer keys adds
         // zeros in their place, so each key's score is the same whichever group it is in.
@@ -354,14 +349,7 @@ impl Kernels for Avx2 {
     ) {
         let d = out[0].len();
         if !d.is_multiple_of(8) {
-            for g in 0..G {
-                for (t, &p) in weights[g].iter().enumerate() {
-                    for (out, &v) in out[g].iter_mut().zip(&values[t * stride..][..d]) {
-                        *out += p * v;
-                    }
-                }
-            }
-            return;
+            return super::weighted_by_rows(weights, values, stride, out);
         }
         // 32 columns of every head at a time.
         for first in (0..d).step_by(32) {
