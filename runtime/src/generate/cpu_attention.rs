@@ -156,6 +156,7 @@ struct KvGroup<'a> {
     block_len: usize,
     seen: usize,
     scores: &'a mut Vec<f32>,
+    /// The group's outputs, zeros to start with: the kernels add to them block by block.
     out: &'a mut [f32],
 }
 

@@ -324,7 +324,6 @@ impl Llama {
             };
             let q = rope.rotate(&q, scale as f32)?;
             let k = rope.rotate(&k, 1.0)?;
-            let v = v.contiguous()?;
             let width = c.kv_heads * c.head_dim;
             with_cpu_values(&k, |k| {
                 with_cpu_values(&v, |v| {

@@ -94,9 +94,8 @@ impl Avx2 {
     }
 
     /// Columns `first..first + 8 * V` of `G` heads' weighted sums of the value rows, added
-    /// to `out`: the
-    /// `G × V` accumulators stay in registers across all the rows, and each value vector is
-    /// loaded once for all the heads.
+    /// to `out`: the `G × V` accumulators stay in registers across all the rows, and each value
+    /// vector is loaded once for all the heads.
     #[inline(always)]
     fn weighted_columns<const G: usize, const V: usize>(
         self,
