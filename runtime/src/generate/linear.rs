@@ -11,15 +11,17 @@ use candle_core::{DType, Device, Module, Storage, Tensor};
 use rayon::prelude::*;
 
 use super::llama::WeightFormat;
-use super::row_kernels::{BlockMatrix, RowsTimes, Tokens, WeightRows};
+use super::row_kernels::{BlockMatrix, RowsTimes, Tokens, WeightRows, GROUP_ROWS};
 
 /// The most tokens a step may have for the f32 row kernels; above it candle's gemm, which
 /// reuses each weight many times from cache. At 32 tokens the row kernels are still the faster
 /// (a SmolLM2 decode step of 32 sequences on f32 rows: 92 ms, against 120 ms through gemm).
 pub const ROW_KERNEL_MAX_TOKENS: usize = 32;
 
-/// Weight rows handled by one parallel task of the row kernels.
+/// Weight rows handled by one parallel task of the row kernels: whole groups of block rows,
+/// since the block kernels start each task at a group's first row.
 const ROWS_PER_TASK: usize = 48;
+const _: () = assert!(ROWS_PER_TASK.is_multiple_of(GROUP_ROWS));
 
 pub enum Linear {
     /// On the CPU, `[out, in]` f32, contiguous.
