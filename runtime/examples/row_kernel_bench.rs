@@ -89,6 +89,18 @@ mod ceiling {
         };
     }
 
+    /// The constants [`nibble_chunk!`] takes: the low-nibble mask in `ymm14`, zero in `ymm15`.
+    macro_rules! nibble_constants {
+        () => {
+            concat!(
+                "mov {t:e}, 0x0f0f0f0f\n",
+                "vmovd xmm14, {t:e}\n",
+                "vpbroadcastd ymm14, xmm14\n",
+                "vpxor ymm15, ymm15, ymm15\n",
+            )
+        };
+    }
+
     /// 32 bytes of Q4_1 quants (`{w}`) split into nibbles and widened to four vectors of
     /// sixteen 16-bit quants (`ymm8`–`ymm11`), then multiplied with six tokens as above.
     macro_rules! nibble_chunk {
@@ -204,10 +216,7 @@ mod ceiling {
         // SAFETY: the caller checked AVX2; the loop reads `x.pairs` and `w.quants` only.
         unsafe {
             asm!(
-                "mov {t:e}, 0x0f0f0f0f",
-                "vmovd xmm14, {t:e}",
-                "vpbroadcastd ymm14, xmm14",
-                "vpxor ymm15, ymm15, ymm15",
+                nibble_constants!(),
                 "2:",
                 nibble_chunk!(),
                 "dec {n}",
@@ -234,10 +243,7 @@ mod ceiling {
         // only, within their bytes.
         unsafe {
             asm!(
-                "mov {t:e}, 0x0f0f0f0f",
-                "vmovd xmm14, {t:e}",
-                "vpbroadcastd ymm14, xmm14",
-                "vpxor ymm15, ymm15, ymm15",
+                nibble_constants!(),
                 "2:",
                 ".irp t, 0, 1, 2, 3, 4, 5",
                 "vpxor ymm\\t, ymm\\t, ymm\\t",
