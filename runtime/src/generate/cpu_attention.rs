@@ -1,7 +1,7 @@
 //! Attention on the CPU: every query token of a step (a decoding sequence's one, a prompt
-//! chunk's many) against its own sequence's cache (a [`HostLayer`]: blocks of rows, each KV
-//! head's rows of a block contiguous), all tokens and KV heads in one parallel pass, the query
-//! heads that share a KV head together so that each key and value is read once for them.
+//! chunk's many) against its own sequence's cache (a [`HostLayer`]: each KV head's rows of all
+//! tokens contiguous), all tokens and KV heads in one parallel pass, the query heads that share
+//! a KV head together so that each key and value is read once for them.
 //!
 //! Each query is computed alone, in the same order whatever else is in the step: a prompt
 //! prefilled in one chunk or in several, alone or beside other sequences, gets the same keys,
@@ -61,14 +61,12 @@ pub fn cpu_attention(
             .for_each_init(Vec::new, |scores, (task, out)| {
                 let (token, seen, cache) = rows[task / kv_heads];
                 let kv = task % kv_heads;
-                let (keys, values) = cache.rows();
+                let (keys, values) = cache.head_rows(kv);
                 with_best_kernels(KvGroup {
                     queries: &q_data[(token * heads + kv * group) * d..][..group * d],
                     d,
-                    // This head's rows of each block, a block apart.
-                    keys: &keys[kv * BLOCK_TOKENS * d..],
-                    values: &values[kv * BLOCK_TOKENS * d..],
-                    block_len: cache.block_len(),
+                    keys,
+                    values,
                     seen,
                     scores,
                     out,
@@ -145,15 +143,13 @@ impl Rope<'_> {
     }
 }
 
-/// The query heads that share one KV head, against that head's rows of one sequence's cache:
-/// `keys` and `values` start at the head's first row of the first block, blocks are
-/// `block_len` apart, and within a block the head's rows are contiguous.
+/// The query heads that share one KV head, against that head's rows of one sequence's cache
+/// (`[tokens][d]`).
 struct KvGroup<'a> {
     queries: &'a [f32],
     d: usize,
     keys: &'a [f32],
     values: &'a [f32],
-    block_len: usize,
     seen: usize,
     scores: &'a mut Vec<f32>,
     /// The group's outputs, zeros to start with: the kernels add to them block by block.
@@ -175,12 +171,12 @@ impl KvGroup<'_> {
         for (h, query) in queries.iter_mut().enumerate() {
             *query = &self.queries[(first + h) * d..][..d];
         }
-        for (b, at) in (0..seen).step_by(BLOCK_TOKENS).enumerate() {
+        for at in (0..seen).step_by(BLOCK_TOKENS) {
             let n = (seen - at).min(BLOCK_TOKENS);
             let mut rows = self.scores.chunks_exact_mut(seen);
             let scores: [&mut [f32]; H] =
                 std::array::from_fn(|_| &mut rows.next().expect("H rows")[at..at + n]);
-            let keys = &self.keys[b * self.block_len..][..n * d];
+            let keys = &self.keys[at * d..][..n * d];
             kernels.key_scores(queries, keys, d, scores);
         }
         for row in self.scores.chunks_exact_mut(seen) {
@@ -188,13 +184,13 @@ impl KvGroup<'_> {
         }
         let mut outs = self.out[first * d..].chunks_exact_mut(d);
         let mut out: [&mut [f32]; H] = std::array::from_fn(|_| outs.next().expect("H outputs"));
-        for (b, at) in (0..seen).step_by(BLOCK_TOKENS).enumerate() {
+        for at in (0..seen).step_by(BLOCK_TOKENS) {
             let n = (seen - at).min(BLOCK_TOKENS);
             let mut weights: [&[f32]; H] = [&[]; H];
             for (weights, row) in weights.iter_mut().zip(self.scores.chunks_exact(seen)) {
                 *weights = &row[at..at + n];
             }
-            let values = &self.values[b * self.block_len..][..n * d];
+            let values = &self.values[at * d..][..n * d];
             let out = out.each_mut().map(|out| &mut **out);
             kernels.weighted_rows(weights, values, d, out);
         }

@@ -91,24 +91,25 @@ impl SeqCache {
     }
 }
 
-/// One layer's keys and values in memory, in blocks of [`BLOCK_TOKENS`] tokens, each block
-/// head-major (`[kv_heads, BLOCK_TOKENS, head_dim]`): attention reads one KV head's rows of a
-/// block as one contiguous run, and growing by a block leaves the blocks before it as they are.
+/// One layer's keys and values in memory, each KV head's rows of all tokens side by side
+/// (`[kv_heads][tokens][head_dim]`), grown a block of [`BLOCK_TOKENS`] tokens at a time.
+/// Attention reads one head's rows as one run: the CPU's prefetchers reach full speed only on
+/// long runs (on the machine of `docs/benchmarks.md`, one thread reads runs of 16 KB every third
+/// at 9 GB/s, of 256 KB at 20 GB/s).
 pub struct HostLayer {
-    keys: Vec<f32>,
-    values: Vec<f32>,
+    /// Per KV head, `[tokens][head_dim]`, whole blocks long.
+    keys: Vec<Vec<f32>>,
+    values: Vec<Vec<f32>>,
     len: usize,
-    kv_heads: usize,
     head_dim: usize,
 }
 
 impl HostLayer {
     pub fn new(kv_heads: usize, head_dim: usize) -> Self {
         Self {
-            keys: Vec::new(),
-            values: Vec::new(),
+            keys: vec![Vec::new(); kv_heads],
+            values: vec![Vec::new(); kv_heads],
             len: 0,
-            kv_heads,
             head_dim,
         }
     }
@@ -122,44 +123,35 @@ impl HostLayer {
         self.len == 0
     }
 
-    /// Values in one block of keys (or of values).
-    pub fn block_len(&self) -> usize {
-        self.kv_heads * BLOCK_TOKENS * self.head_dim
-    }
-
     /// Appends tokens' keys and values, each token's row `[kv_heads * head_dim]`.
     pub fn append(&mut self, keys: &[f32], values: &[f32]) {
-        let width = self.kv_heads * self.head_dim;
+        let d = self.head_dim;
+        let width = self.keys.len() * d;
         debug_assert_eq!(keys.len(), values.len());
         let tokens = keys.len() / width;
-        let needed = blocks_for(self.len + tokens) * self.block_len();
-        if needed > self.keys.len() {
-            // Exactly the blocks needed: the pool has counted them, no more.
-            self.keys.reserve_exact(needed - self.keys.len());
-            self.values.reserve_exact(needed - self.values.len());
-            self.keys.resize(needed, 0.0);
-            self.values.resize(needed, 0.0);
-        }
-        let d = self.head_dim;
-        for (t, (k, v)) in keys
-            .chunks_exact(width)
-            .zip(values.chunks_exact(width))
-            .enumerate()
+        let needed = blocks_for(self.len + tokens) * BLOCK_TOKENS * d;
+        for (head, (head_keys, head_values)) in
+            self.keys.iter_mut().zip(self.values.iter_mut()).enumerate()
         {
-            let position = self.len + t;
-            let block = position / BLOCK_TOKENS * self.block_len();
-            for head in 0..self.kv_heads {
-                let at = block + (head * BLOCK_TOKENS + position % BLOCK_TOKENS) * d;
-                self.keys[at..at + d].copy_from_slice(&k[head * d..][..d]);
-                self.values[at..at + d].copy_from_slice(&v[head * d..][..d]);
+            for (cache, rows) in [(head_keys, keys), (head_values, values)] {
+                if needed > cache.len() {
+                    // Exactly the blocks needed: the pool has counted them, no more.
+                    cache.reserve_exact(needed - cache.len());
+                    cache.resize(needed, 0.0);
+                }
+                for (t, row) in rows.chunks_exact(width).enumerate() {
+                    let at = (self.len + t) * d;
+                    cache[at..at + d].copy_from_slice(&row[head * d..][..d]);
+                }
             }
         }
         self.len += tokens;
     }
 
-    /// The keys and values held, block after block.
-    pub fn rows(&self) -> (&[f32], &[f32]) {
-        (&self.keys, &self.values)
+    /// KV head `head`'s keys and values, `[tokens][head_dim]`, whole blocks long (rows past
+    /// [`HostLayer::len`] are zeros).
+    pub fn head_rows(&self, head: usize) -> (&[f32], &[f32]) {
+        (&self.keys[head], &self.values[head])
     }
 }
 
@@ -242,27 +234,46 @@ mod tests {
     }
 
     #[test]
-    fn a_host_layer_holds_whole_blocks_each_heads_rows_together() {
+    fn a_host_layer_holds_each_heads_rows_together_in_whole_blocks() {
         let (kv_heads, d) = (2, 3);
         let mut layer = HostLayer::new(kv_heads, d);
         // Token t's row is `[t, t, t | -t, -t, -t]`: head 0 then head 1.
         let row = |t: usize| [t as f32; 3].into_iter().chain([-(t as f32); 3]);
         let rows = |tokens: std::ops::Range<usize>| tokens.flat_map(row).collect::<Vec<f32>>();
         layer.append(&rows(0..1), &rows(0..1));
-        assert_eq!(layer.rows().0.len(), layer.block_len());
+        assert_eq!(layer.head_rows(1).0.len(), BLOCK_TOKENS * d, "one block");
         layer.append(&rows(1..BLOCK_TOKENS + 2), &rows(1..BLOCK_TOKENS + 2));
         assert_eq!(layer.len(), BLOCK_TOKENS + 2);
-        let (keys, values) = layer.rows();
-        assert_eq!(keys.len(), 2 * layer.block_len(), "two blocks, no more");
-        assert_eq!(keys, values);
-        // Head 1's rows of the second block: tokens 64 and 65, then the unused rest.
-        let second = &keys[layer.block_len() + BLOCK_TOKENS * d..][..3 * d];
+        for head in 0..kv_heads {
+            let (keys, values) = layer.head_rows(head);
+            assert_eq!(keys.len(), 2 * BLOCK_TOKENS * d, "two blocks, no more");
+            assert_eq!(keys, values);
+        }
+        // Head 1's rows: every token's in order, across the end of the first block, then
+        // the unused rest of the second.
+        let (keys, _) = layer.head_rows(1);
         let t = BLOCK_TOKENS as f32;
         assert_eq!(
-            second,
-            [-t, -t, -t, -t - 1.0, -t - 1.0, -t - 1.0, 0.0, 0.0, 0.0]
+            keys[(BLOCK_TOKENS - 1) * d..][..4 * d],
+            [
+                1.0 - t,
+                1.0 - t,
+                1.0 - t,
+                -t,
+                -t,
+                -t,
+                -t - 1.0,
+                -t - 1.0,
+                -t - 1.0,
+                0.0,
+                0.0,
+                0.0
+            ]
         );
-        assert_eq!(keys[d], 1.0, "head 0's rows of a block are contiguous");
+        assert_eq!(
+            layer.head_rows(0).0[..2 * d],
+            [0.0, 0.0, 0.0, 1.0, 1.0, 1.0]
+        );
     }
 
     #[test]
